@@ -1,0 +1,36 @@
+# The two commands: `make run` (serve on 127.0.0.1:8000) and `make test`.
+# The Python environment is cached outside the clone (scripts/ensure-env.sh), keyed by
+# requirements.lock, so only the first run on a machine pays for the install.
+SHELL := /bin/bash
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+VENV = $(shell scripts/ensure-env.sh)
+PYTEST_ARGS ?=
+
+.PHONY: run test test-unit env models lock bench locust clean
+
+env:
+	@scripts/ensure-env.sh
+
+models: env
+	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/python -m serve_app.cli prepare-models
+
+run: env
+	@venv=$$(scripts/ensure-env.sh) && exec $$venv/bin/python -m serve_app.cli serve
+
+test: env
+	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/python -m pytest $(PYTEST_ARGS)
+
+# Fast tests of serve_app without Ray.
+test-unit: env
+	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/python -m pytest -m "not serve" $(PYTEST_ARGS)
+
+# Re-pin every dependency after editing pyproject.toml.
+lock:
+	uv pip compile pyproject.toml --extra test --python-version 3.11 \
+	    --index-url https://pypi.org/simple -o requirements.lock
+
+clean:
+	rm -rf .pytest_cache

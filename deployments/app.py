@@ -1,0 +1,217 @@
+"""Ray Serve deployments. Thin: each holds serve_app objects and forwards to them.
+
+``build_app(args)`` is the import_path of serve_config.yaml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.api import create_app
+from serve_app.audio import PreparedAudio
+from serve_app.catalog import ModelCatalog
+from serve_app.engine import DecodeOptions, Segment, Transcript
+from serve_app.errors import unwrap
+from serve_app.preprocess import PrepareOptions
+from serve_app.schemas import TranscriptionResult
+from serve_app.settings import REPO_ROOT, Settings
+
+log = logging.getLogger("speechtotext")
+APP_NAME = "speechtotext"
+
+
+def transcriber_name(model: str) -> str:
+    return "Transcriber-" + re.sub(r"[^A-Za-z0-9]+", "-", model)
+
+
+@serve.deployment
+class Preprocessor:
+    """Decode, normalize and VAD; CPU work in a thread so the replica keeps answering."""
+
+    def __init__(self, settings: dict):
+        from serve_app.preprocess import AudioPreprocessor
+
+        cfg = Settings(**settings)
+        self.pre = AudioPreprocessor(cfg.vad_method, cfg.max_audio_seconds)
+
+    async def prepare(self, data: bytes, options: PrepareOptions) -> PreparedAudio:
+        return await asyncio.to_thread(self.pre.prepare, data, options)
+
+
+def _count_chunks(items: list[tuple[PreparedAudio, DecodeOptions]]) -> int:
+    return sum(max(1, len(audio.chunks)) for audio, _ in items)
+
+
+@serve.deployment
+class Transcriber:
+    """One Whisper model; gathers the chunks of concurrent requests into shared batches."""
+
+    def __init__(self, model: str, settings: dict):
+        from serve_app.engine import WhisperEngine
+
+        cfg = Settings(**settings)
+        catalog = ModelCatalog.load(cfg.catalog_path, cfg.cache_dir)
+        self.model = model
+        self.engine = WhisperEngine(
+            catalog.resolve(model),
+            multilingual=catalog.get(model).multilingual,
+            device=cfg.resolved_device,
+            compute_type=cfg.resolved_compute_type,
+            cpu_threads=cfg.cpu_threads,
+        )
+        self.max_batch_size = 16
+
+    def reconfigure(self, config: dict) -> None:
+        """Batch limits from user_config: change them with `serve deploy`, no restart."""
+        self.max_batch_size = int(config.get("max_batch_size", self.max_batch_size))
+        self._batched.set_max_batch_size(self.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.05)))
+        self.engine.decode_batch_size = int(config.get("decode_batch_size", self.engine.decode_batch_size))
+
+    async def transcribe(self, audio: PreparedAudio, options: DecodeOptions) -> Transcript:
+        if options.language is None and self.engine.multilingual and audio.chunks:
+            # Detect once per request so all its pieces decode in the same language.
+            first = audio.chunk_samples(audio.chunks[0])
+            [(language, probability)] = await asyncio.to_thread(self._detect, first)
+            options = replace(options, language=language)
+        else:
+            probability = None
+        # A request larger than one batch is cut into batch-sized pieces that queue like any
+        # other request, so a long file never starves short ones (and never exceeds the limit).
+        size = self.max_batch_size
+        pieces = [replace(audio, chunks=audio.chunks[i : i + size]) for i in range(0, len(audio.chunks), size)]
+        results = await asyncio.gather(*(self._batched((p, options)) for p in pieces or [audio]))
+        segments = [s for r in results for s in r.segments]
+        return Transcript(
+            text=" ".join(s.text for s in segments),
+            segments=[Segment(i, s.start, s.end, s.text, s.avg_logprob) for i, s in enumerate(segments)],
+            language=options.language or results[0].language,
+            language_probability=probability if probability is not None else results[0].language_probability,
+            duration=audio.duration,
+            task=options.task,
+        )
+
+    def _detect(self, samples):
+        return self.engine.detect_languages(self.engine.features(samples)[None])
+
+    # Called positionally only: with batch_size_fn set, a keyword call kills the batch loop.
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05, batch_size_fn=_count_chunks)
+    async def _batched(self, items: list[tuple[PreparedAudio, DecodeOptions]]) -> list[Transcript]:
+        return await asyncio.to_thread(self.engine.transcribe_many, items)
+
+    def batch_stats(self) -> dict:
+        stats = self.engine.stats
+        return {
+            "decode_calls": stats.decode_calls,
+            "chunks": stats.chunks,
+            "largest_batch": stats.largest_batch,
+            "requests_per_call": list(stats.requests_per_call),
+        }
+
+
+class RayBackend:
+    """TranscriptionBackend over deployment handles."""
+
+    def __init__(self, preprocessor: DeploymentHandle, transcribers: dict[str, DeploymentHandle]):
+        self.preprocessor = preprocessor
+        self.transcribers = transcribers
+
+    async def transcribe(self, audio: bytes, model: str, options: DecodeOptions, prepare: PrepareOptions):
+        # The prepared audio goes from Preprocessor to Transcriber through the object store,
+        # never through this replica.
+        prepared = self.preprocessor.prepare.remote(audio, prepare)
+        try:
+            return await self.transcribers[model].transcribe.remote(prepared, options)
+        except Exception as exc:  # Ray wraps remote errors; surface the client's error
+            raise unwrap(exc) from None
+
+
+@serve.deployment
+@serve.ingress()
+class Ingress:
+    """HTTP (FastAPI) and Python entry point."""
+
+    def __init__(self, preprocessor: DeploymentHandle, transcribers: dict[str, DeploymentHandle], settings: dict):
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        self.settings = Settings(**settings)
+        self.backend = RayBackend(preprocessor, transcribers)
+
+    def __serve_build_asgi_app__(self):
+        self.api = create_app(self.backend, self.settings)
+        return self.api
+
+    async def transcribe(
+        self,
+        audio: bytes,
+        model: str | None = None,
+        language: str | None = None,
+        task: str = "transcribe",
+        beam_size: int | None = None,
+        prompt: str | None = None,
+    ) -> TranscriptionResult:
+        """Python callers: ``serve.get_app_handle("speechtotext").transcribe.remote(bytes)``."""
+        import time
+        import uuid
+
+        ctx = self.api.state.context
+        started = time.perf_counter()
+        spec = ctx.model_spec(model)
+        options = ctx.decode_options(spec, language=language, task=task, beam_size=beam_size, prompt=prompt)
+        transcript = await self.backend.transcribe(audio, spec.name, options, PrepareOptions())
+        return TranscriptionResult.from_transcript(
+            transcript, id=uuid.uuid4().hex, model=spec.name, processing_time=time.perf_counter() - started
+        )
+
+    async def batch_stats(self) -> dict[str, dict]:
+        names = list(self.backend.transcribers)
+        stats = await asyncio.gather(*(self.backend.transcribers[n].batch_stats.remote() for n in names))
+        return dict(zip(names, stats))
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    path = REPO_ROOT / "configs" / "profiles" / f"{name}.yaml"
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _deployment_options(section: dict) -> dict:
+    keys = ("num_replicas", "ray_actor_options", "max_ongoing_requests", "autoscaling_config")
+    return {k: section[k] for k in keys if k in section}
+
+
+def build_app(args: dict | None = None) -> Application:
+    """The application: ``args`` override STT_* settings (serve_config.yaml's ``args``)."""
+    settings = Settings(**(args or {}))
+    profile = load_profile(settings.profile)
+    catalog = ModelCatalog.load(settings.catalog_path, settings.cache_dir)
+    for name in settings.models:
+        catalog.get(name)  # an unknown name stops the deploy here, with the known names
+    shared = settings.model_dump(mode="json")
+
+    tr = dict(profile["transcriber"])
+    batch = {
+        "max_batch_size": settings.max_batch_size or tr.pop("max_batch_size", 16),
+        "batch_wait_timeout_s": settings.batch_wait_timeout_s or tr.pop("batch_wait_timeout_s", 0.05),
+        "decode_batch_size": tr.pop("decode_batch_size", 4),
+    }
+    tr_options = _deployment_options(tr)
+    tr_options["max_ongoing_requests"] = max(
+        tr_options.get("max_ongoing_requests", 0), 4 * batch["max_batch_size"]
+    )
+    transcribers = {
+        name: Transcriber.options(name=transcriber_name(name), user_config=batch, **tr_options).bind(
+            name, shared
+        )
+        for name in settings.models
+    }
+    preprocessor = Preprocessor.options(**_deployment_options(profile["preprocessor"])).bind(shared)
+    return Ingress.options(**_deployment_options(profile["ingress"])).bind(preprocessor, transcribers, shared)

@@ -1,0 +1,115 @@
+"""Builds the FastAPI application: routers, one JSON error shape, one log line per request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve_app.api.dependencies import ServiceContext
+from serve_app.api.routers import system, transcriptions
+from serve_app.backend import TranscriptionBackend
+from serve_app.catalog import ModelCatalog
+from serve_app.errors import PayloadTooLarge, ServiceError, unwrap
+from serve_app.settings import Settings
+
+log = logging.getLogger("speechtotext.access")
+
+# Ray Serve's own exceptions, matched by name so this module stays importable without Ray.
+_OVERLOAD_ERRORS = {"BackPressureError", "DeploymentUnavailableError"}
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+def create_app(
+    backend: TranscriptionBackend,
+    settings: Settings | None = None,
+    catalog: ModelCatalog | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+    catalog = catalog or ModelCatalog.load(settings.catalog_path, settings.cache_dir)
+    for name in settings.models:
+        catalog.get(name)  # fail at start-up, not on the first request, for a typo
+    app = FastAPI(
+        title="speechtotext",
+        version="0.1.0",
+        description="Speech to text on Ray Serve and WhisperX.",
+    )
+    app.state.context = ServiceContext(settings=settings, catalog=catalog, backend=backend)
+    app.include_router(system.router)
+    app.include_router(transcriptions.router)
+    _install_error_handlers(app)
+    _install_request_middleware(app, settings)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError):
+        return error_response(exc.status_code, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError):
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+            problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return error_response(422, "invalid_request", "; ".join(problems) or "Invalid request.")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        cause = unwrap(exc)
+        if isinstance(cause, ServiceError):
+            return error_response(cause.status_code, cause.code, cause.message)
+        if type(cause).__name__ in _OVERLOAD_ERRORS or type(exc).__name__ in _OVERLOAD_ERRORS:
+            return error_response(
+                503, "overloaded", "The service is at capacity; retry shortly.", {"Retry-After": "5"}
+            )
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", f"Internal error ({type(cause).__name__}).")
+
+
+def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
+    limit = settings.max_upload_mb * 1024 * 1024
+
+    @app.middleware("http")
+    async def per_request(request: Request, call_next):
+        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit:
+            # Refuse before reading the body: a huge upload should cost us nothing.
+            err = PayloadTooLarge(
+                f"The upload is {int(length) / 2**20:.1f} MiB; the limit is {settings.max_upload_mb} MiB."
+            )
+            response = error_response(err.status_code, err.code, err.message)
+        else:
+            response = await call_next(request)
+        response.headers["x-request-id"] = request.state.request_id
+        log.info(
+            json.dumps(
+                {
+                    "request_id": request.state.request_id,
+                    "method": request.method,
+                    "path": request.url.path,
+                    "status": response.status_code,
+                    "model": getattr(request.state, "model", None),
+                    "audio_seconds": getattr(request.state, "audio_seconds", None),
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+                }
+            )
+        )
+        return response

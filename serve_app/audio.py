@@ -1,0 +1,159 @@
+"""Audio in: decode any container to 16 kHz mono float32, normalize, and find speech chunks."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+
+from serve_app.errors import InvalidAudio, UnsupportedMediaType
+
+SAMPLE_RATE = 16_000
+MAX_CHUNK_SECONDS = 30.0
+# A container that declares more audio than it holds is truncated; allow for encoder padding.
+TRUNCATION_TOLERANCE = 0.9
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A stretch of speech, at most 30 s, in seconds from the start of the audio."""
+
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class PreparedAudio:
+    """What the Preprocessor hands a Transcriber: the samples and where the speech is."""
+
+    samples: np.ndarray  # float32, mono, 16 kHz
+    duration: float
+    chunks: list[Chunk] = field(default_factory=list)
+
+    def chunk_samples(self, chunk: Chunk) -> np.ndarray:
+        return self.samples[int(chunk.start * SAMPLE_RATE) : int(chunk.end * SAMPLE_RATE)]
+
+
+def decode(data: bytes, *, max_seconds: float | None = None) -> np.ndarray:
+    """Decode the first audio stream of any container PyAV reads to mono 16 kHz float32.
+
+    Raises InvalidAudio for empty, non-audio, truncated or corrupt input.
+    """
+    if not data:
+        raise InvalidAudio("The uploaded file is empty.", code="empty_file")
+    _check_wav_length(data)
+    try:
+        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidAudio(
+            "The uploaded file is not audio that can be decoded "
+            f"(formats such as wav, mp3, flac, ogg, m4a, webm are accepted): {_reason(exc)}"
+        ) from exc
+    with container:
+        if not container.streams.audio:
+            raise UnsupportedMediaType("The uploaded file has no audio stream.", code="no_audio_stream")
+        stream = container.streams.audio[0]
+        declared = _declared_seconds(container, stream)
+        if max_seconds is not None and declared is not None and declared > max_seconds:
+            raise InvalidAudio(
+                f"The audio is {declared:.0f} s long; the limit is {max_seconds:.0f} s.",
+                code="audio_too_long",
+            )
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        pieces: list[np.ndarray] = []
+        total = 0
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    piece = out.to_ndarray().reshape(-1)
+                    pieces.append(piece)
+                    total += piece.size
+                if max_seconds is not None and total > max_seconds * SAMPLE_RATE:
+                    raise InvalidAudio(
+                        f"The audio is longer than the limit of {max_seconds:.0f} s.",
+                        code="audio_too_long",
+                    )
+            for out in resampler.resample(None):
+                pieces.append(out.to_ndarray().reshape(-1))
+        except av.FFmpegError as exc:
+            raise InvalidAudio(f"The audio is corrupt or truncated: {_reason(exc)}") from exc
+    samples = np.concatenate(pieces).astype(np.float32, copy=False) if pieces else np.zeros(0, np.float32)
+    if samples.size == 0:
+        raise InvalidAudio("The file holds no audio samples.", code="no_audio")
+    seconds = samples.size / SAMPLE_RATE
+    if declared is not None and declared > 1.0 and seconds < declared * TRUNCATION_TOLERANCE:
+        raise InvalidAudio(
+            f"The audio is truncated: its header declares {declared:.2f} s "
+            f"but only {seconds:.2f} s could be decoded.",
+            code="truncated_audio",
+        )
+    return samples
+
+
+def _check_wav_length(data: bytes) -> None:
+    """FFmpeg reads a cut-off WAV without complaint; compare its data chunk with what arrived."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk_id, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if chunk_id == b"data":
+            have = len(data) - pos - 8
+            # 0 and 0xFFFFFFFF mark streamed WAVs whose writer could not know the length.
+            if size not in (0, 0xFFFFFFFF) and have < size * TRUNCATION_TOLERANCE:
+                raise InvalidAudio(
+                    f"The WAV file is truncated: its header declares {size} bytes of audio "
+                    f"but only {have} arrived.",
+                    code="truncated_audio",
+                )
+            return
+        pos += 8 + size + (size & 1)
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def normalize(samples: np.ndarray, peak: float = 0.95) -> np.ndarray:
+    """Scale so the loudest sample reaches ``peak``; quiet recordings decode better."""
+    top = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if top < 1e-4:
+        return samples
+    return (samples * (peak / top)).astype(np.float32, copy=False)
+
+
+def merge_into_chunks(
+    speech: list[tuple[float, float]], max_seconds: float = MAX_CHUNK_SECONDS
+) -> list[Chunk]:
+    """Join neighbouring speech regions into chunks of at most ``max_seconds``.
+
+    The same rule as WhisperX's ``merge_chunks``: keep extending the current chunk while the
+    next region still ends within ``max_seconds`` of its start.
+    """
+    chunks: list[Chunk] = []
+    start = end = None
+    for seg_start, seg_end in speech:
+        if start is None:
+            start, end = seg_start, seg_end
+            continue
+        if seg_end - start > max_seconds and end > start:
+            chunks.append(Chunk(round(start, 3), round(end, 3)))
+            start = seg_start
+        end = seg_end
+    if start is not None and end > start:
+        chunks.append(Chunk(round(start, 3), round(end, 3)))
+    return chunks

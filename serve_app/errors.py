@@ -1,0 +1,78 @@
+"""Errors a client can act on. Each carries its HTTP status and a stable machine code."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every error the API turns into ``{"error": {"code", "message"}}``."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+
+    def __reduce__(self):  # survive pickling through Ray with code and status intact
+        return (_rebuild, (type(self), self.message, self.code, self.status_code))
+
+
+def _rebuild(cls, message, code, status_code):
+    return cls(message, code=code, status_code=status_code)
+
+
+class InvalidAudio(ServiceError):
+    """The upload is empty, not audio, truncated, or otherwise undecodable."""
+
+    status_code = 400
+    code = "invalid_audio"
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnknownModel(ServiceError):
+    status_code = 404
+    code = "model_not_found"
+
+
+class UnsupportedLanguage(ServiceError):
+    status_code = 400
+    code = "unsupported_language"
+
+
+class InvalidParameter(ServiceError):
+    status_code = 422
+    code = "invalid_parameter"
+
+
+class ModelUnavailable(ServiceError):
+    """A catalog model whose weights cannot be found or assembled on this machine."""
+
+    status_code = 503
+    code = "model_unavailable"
+
+
+class Overloaded(ServiceError):
+    status_code = 503
+    code = "overloaded"
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The original exception behind a Ray task error (Ray wraps remote exceptions)."""
+    seen = 0
+    while seen < 5 and not isinstance(exc, ServiceError) and getattr(exc, "cause", None):
+        exc = exc.cause  # type: ignore[assignment]
+        seen += 1
+    return exc

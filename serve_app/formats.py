@@ -1,0 +1,63 @@
+"""Transcript renderings: plain text, SubRip, WebVTT, TSV and JSON."""
+
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+FORMATS = ("json", "text", "srt", "vtt", "tsv")
+MEDIA_TYPES = {
+    "json": "application/json",
+    "text": "text/plain; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
+    "tsv": "text/tab-separated-values; charset=utf-8",
+}
+EXTENSIONS = {"json": "json", "text": "txt", "srt": "srt", "vtt": "vtt", "tsv": "tsv"}
+
+
+class TimedText(Protocol):
+    start: float
+    end: float
+    text: str
+
+
+def timestamp(seconds: float, *, decimal: str = ".", always_hours: bool = True) -> str:
+    millis = max(0, round(seconds * 1000))
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    head = f"{hours:02d}:" if always_hours or hours else ""
+    return f"{head}{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
+
+
+def to_text(segments: Iterable[TimedText]) -> str:
+    return "\n".join(s.text.strip() for s in segments if s.text.strip()) + "\n"
+
+
+def to_srt(segments: Iterable[TimedText]) -> str:
+    blocks = [
+        f"{n}\n{timestamp(s.start, decimal=',')} --> {timestamp(s.end, decimal=',')}\n{s.text.strip()}\n"
+        for n, s in enumerate((s for s in segments if s.text.strip()), start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def to_vtt(segments: Iterable[TimedText]) -> str:
+    blocks = [
+        f"{timestamp(s.start)} --> {timestamp(s.end)}\n{s.text.strip()}\n"
+        for s in segments
+        if s.text.strip()
+    ]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def to_tsv(segments: Iterable[TimedText]) -> str:
+    rows = ["start\tend\ttext"] + [
+        f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{s.text.strip().replace(chr(9), ' ')}"
+        for s in segments
+        if s.text.strip()
+    ]
+    return "\n".join(rows) + "\n"
+
+
+RENDERERS = {"text": to_text, "srt": to_srt, "vtt": to_vtt, "tsv": to_tsv}

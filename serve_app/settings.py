@@ -1,0 +1,78 @@
+"""Service configuration: one pydantic-settings object read from STT_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment (prefix ``STT_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="STT_", env_file=None, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the HTTP proxy binds.")
+    port: int = Field(8000, description="Port of the HTTP proxy.")
+    profile: Literal["cpu", "gpu"] = Field(
+        "cpu", description="Deployment profile: resources and batch limits (configs/profiles/)."
+    )
+    device: Literal["cpu", "cuda"] | None = Field(
+        None, description="Device the models run on; default from the profile."
+    )
+    compute_type: str | None = Field(
+        None, description="CTranslate2 compute type; default int8 on cpu, float16 on cuda."
+    )
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["tiny.en", "base"],
+        description="Catalog names to serve, comma separated; one Transcriber each.",
+    )
+    default_model: str = Field("tiny.en", description="Model used when a request names none.")
+    catalog_path: Path = Field(REPO_ROOT / "configs" / "models.yaml")
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "speechtotext", description="Assembled model files."
+    )
+    data_dir: Path = Field(
+        Path.home() / ".local" / "share" / "speechtotext", description="Jobs, blobs, database."
+    )
+    cpu_threads: int = Field(2, description="CTranslate2 intra-op threads per Transcriber.")
+    beam_size: int = Field(5, ge=1, le=10, description="Beam size of the decoder.")
+    vad_method: Literal["silero", "pyannote"] = Field(
+        "silero", description="Voice activity detector run by the Preprocessor."
+    )
+    max_batch_size: int | None = Field(
+        None, description="Chunks per cross-request batch; default from the profile."
+    )
+    batch_wait_timeout_s: float | None = Field(
+        None, description="How long a batch waits to fill; default from the profile."
+    )
+    max_upload_mb: int = Field(100, description="Largest accepted upload in MiB.")
+    max_audio_seconds: float = Field(4 * 3600, description="Longest accepted audio.")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @property
+    def resolved_device(self) -> str:
+        return self.device or ("cuda" if self.profile == "gpu" else "cpu")
+
+    @property
+    def resolved_compute_type(self) -> str:
+        if self.compute_type:
+            return self.compute_type
+        return "float16" if self.resolved_device == "cuda" else "int8"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
