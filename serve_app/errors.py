@@ -71,8 +71,12 @@ class Overloaded(ServiceError):
 
 def unwrap(exc: BaseException) -> BaseException:
     """The original exception behind a Ray task error (Ray wraps remote exceptions)."""
-    seen = 0
-    while seen < 5 and not isinstance(exc, ServiceError) and getattr(exc, "cause", None):
-        exc = exc.cause  # type: ignore[assignment]
-        seen += 1
+    # Ray's wrapper subclasses the original's class, so isinstance() already matches it, but
+    # class attributes such as ``code`` would come from the class, not the instance: always
+    # follow ``cause`` to the original.
+    for _ in range(5):
+        cause = getattr(exc, "cause", None)
+        if not isinstance(cause, BaseException) or cause is exc:
+            break
+        exc = cause
     return exc

@@ -1,0 +1,152 @@
+"""The real Ray Serve application, over HTTP and through a Python handle, on real speech."""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import srt
+import webvtt
+
+from tests.speech import audio, corpus_wer, transcripts, wer
+
+SHORT = [name for name in transcripts() if name.endswith(".wav")]
+
+
+def post(service, name: str, data: bytes | None = None, **form):
+    with service.client() as client:
+        files = {"file": (name, audio(name) if data is None else data)}
+        return client.post("/api/v1/transcriptions", files=files, data=form)
+
+
+def test_health_models_languages(service):
+    with service.client() as client:
+        assert client.get("/api/v1/health").json()["status"] == "ok"
+        models = {m["id"]: m for m in client.get("/api/v1/models").json()["models"]}
+        assert set(models) == {"tiny.en", "base"}
+        assert models["tiny.en"]["languages"] == ["en"] and models["base"]["multilingual"]
+        assert models["tiny.en"]["device"] == "cpu"
+        langs = client.get("/api/v1/languages").json()
+        assert "de" in langs["models"]["base"] and langs["models"]["tiny.en"] == ["en"]
+
+
+def test_upload_returns_the_spoken_words(service):
+    response = post(service, "harvard_03.wav")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert wer(transcripts()["harvard_03.wav"], body["text"]) < 10
+    assert body["model"] == "tiny.en" and body["language"] == "en"
+    assert abs(body["duration"] - 4.45) < 0.05 and body["processing_time"] > 0
+    assert body["segments"] and body["segments"][0]["start"] >= 0
+    assert body["segments"][-1]["end"] <= body["duration"] + 0.01
+
+
+@pytest.fixture(scope="module")
+def bare_faster_whisper_wer(catalog):
+    """WER of plain faster-whisper (sequential, beam 5, its own VAD) on the same files."""
+    from faster_whisper import WhisperModel
+
+    from serve_app.audio import decode
+
+    scores = {}
+    for model in ("tiny.en", "base"):
+        fw = WhisperModel(catalog.resolve(model), device="cpu", compute_type="int8", cpu_threads=2)
+        pairs = []
+        for name, reference in transcripts().items():
+            segments, _ = fw.transcribe(decode(audio(name)), language="en", beam_size=5, vad_filter=True)
+            pairs.append((reference, " ".join(s.text for s in segments)))
+        scores[model] = corpus_wer(pairs)
+        del fw
+    return scores
+
+
+@pytest.mark.parametrize("model", ["tiny.en", "base"])
+def test_wer_within_two_points_of_bare_faster_whisper(service, model, bare_faster_whisper_wer):
+    names = list(transcripts())
+    with ThreadPoolExecutor(len(names)) as pool:  # concurrent: the service batches them
+        responses = list(pool.map(lambda n: post(service, n, model=model, language="en"), names))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    service_wer = corpus_wer([(transcripts()[n], r.json()["text"]) for n, r in zip(names, responses)])
+    baseline = bare_faster_whisper_wer[model]
+    print(f"{model}: service WER {service_wer:.2f}%, bare faster-whisper {baseline:.2f}%")
+    assert service_wer <= baseline + 2.0
+    assert service_wer < 15
+
+
+def test_subtitle_and_text_formats(service):
+    long = "harvard_long.flac"
+    subs = list(srt.parse(post(service, long, response_format="srt").text))
+    assert len(subs) >= 3 and subs[-1].end.total_seconds() <= 75.3
+    vtt_body = post(service, long, response_format="vtt")
+    assert vtt_body.headers["content-type"].startswith("text/vtt")
+    captions = webvtt.from_buffer(io.StringIO(vtt_body.text)).captions
+    assert [c.text for c in captions] == [s.content for s in subs]
+    text = post(service, long, response_format="text").text
+    assert wer(transcripts()[long], text) < 15
+
+
+def test_language_detected_when_not_given(service):
+    body = post(service, "harvard_05.wav", model="base").json()
+    assert body["language"] == "en" and body["language_probability"] > 0.5
+    assert wer(transcripts()["harvard_05.wav"], body["text"]) < 20
+
+
+TRUNCATED = audio("harvard_01.wav")[:40_000]
+
+
+@pytest.mark.parametrize(
+    "data, form, status, code",
+    [
+        (b"", {}, 400, "empty_file"),
+        (b"%PDF-1.4 definitely not audio" * 50, {}, 400, "invalid_audio"),
+        (TRUNCATED, {}, 400, "truncated_audio"),
+        (None, {"model": "whisper-huge-v9"}, 404, "model_not_found"),
+        (None, {"language": "de"}, 400, "unsupported_language"),
+        (None, {"model": "base", "language": "klingon"}, 400, "unsupported_language"),
+        (None, {"task": "translate"}, 400, "unsupported_task"),
+        (None, {"response_format": "docx"}, 422, "invalid_request"),
+        (None, {"beam_size": "0"}, 422, "invalid_request"),
+    ],
+)
+def test_bad_input_gets_a_clear_4xx_and_service_keeps_serving(service, data, form, status, code):
+    response = post(service, "harvard_01.wav", data, **form)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and len(error["message"]) > 10
+
+
+def test_missing_file_and_huge_upload(service):
+    with service.client() as client:
+        missing = client.post("/api/v1/transcriptions", data={"model": "tiny.en"})
+        assert missing.status_code == 422 and "file" in missing.json()["error"]["message"]
+        huge = client.post(
+            "/api/v1/transcriptions", files={"file": ("big.wav", b"\0" * (101 * 2**20))}
+        )
+        assert huge.status_code == 413 and huge.json()["error"]["code"] == "payload_too_large"
+        assert client.get("/api/v1/nope").json()["error"]["code"] == "not_found"
+    # After all the bad input above, the same replicas still transcribe.
+    assert post(service, "harvard_01.wav").status_code == 200
+
+
+def test_python_handle_transcribes_without_http(service):
+    from serve_app.errors import UnknownModel
+
+    result = service.handle.transcribe.remote(audio("harvard_04.wav"), model="base", language="en").result()
+    assert result.model == "base"
+    assert wer(transcripts()["harvard_04.wav"], result.text) < 20
+    with pytest.raises(UnknownModel):
+        service.handle.transcribe.remote(b"x", model="nope").result()
+
+
+def test_concurrent_requests_share_decode_batches(service):
+    before = service.handle.batch_stats.remote().result()["tiny.en"]["decode_calls"]
+    names = SHORT * 2
+    with ThreadPoolExecutor(len(names)) as pool:
+        responses = list(pool.map(lambda n: post(service, n), names))
+    for name, response in zip(names, responses):  # each request gets its own words back
+        assert wer(transcripts()[name], response.json()["text"]) < 25, (name, response.text)
+    stats = service.handle.batch_stats.remote().result()["tiny.en"]
+    calls = stats["decode_calls"] - before
+    shared = stats["requests_per_call"][-calls:]
+    assert calls < len(names) and max(shared) > 1, stats

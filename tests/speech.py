@@ -1,0 +1,38 @@
+"""Test speech: the fixtures in tests/data and word error rate against their transcripts."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import jiwer
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@lru_cache
+def transcripts() -> dict[str, str]:
+    return {k: v["text"] for k, v in json.loads((DATA / "transcripts.json").read_text()).items()}
+
+
+def audio(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def normalize(text: str) -> str:
+    text = text.lower().replace("'", "")
+    text = re.sub(r"[^a-z0-9 ]+", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate in percent, after lower-casing and dropping punctuation."""
+    return 100.0 * jiwer.wer(normalize(reference), normalize(hypothesis) or "<empty>")
+
+
+def corpus_wer(pairs: list[tuple[str, str]]) -> float:
+    refs = [normalize(r) for r, _ in pairs]
+    hyps = [normalize(h) or "<empty>" for _, h in pairs]
+    return 100.0 * jiwer.wer(refs, hyps)

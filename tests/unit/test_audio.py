@@ -1,0 +1,134 @@
+"""Decoding and chunking of real audio, and the errors bad uploads get."""
+
+from __future__ import annotations
+
+import io
+import wave
+
+import av
+import numpy as np
+import pytest
+
+from serve_app.audio import SAMPLE_RATE, decode, merge_into_chunks, normalize
+from serve_app.errors import InvalidAudio, UnsupportedMediaType
+from serve_app.preprocess import AudioPreprocessor, PrepareOptions
+from tests.speech import audio, transcripts
+
+
+def test_decodes_wav_and_flac_to_16k_mono():
+    meta = {"harvard_01.wav": 4.54, "harvard_long.flac": 75.21}
+    for name, seconds in meta.items():
+        samples = decode(audio(name))
+        assert samples.dtype == np.float32
+        assert samples.ndim == 1
+        assert abs(samples.size / SAMPLE_RATE - seconds) < 0.05
+
+
+def _encode(samples: np.ndarray, fmt: str, codec: str, rate: int = 16000, layout="stereo") -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate, layout=layout)
+        pcm = np.tile(samples, (2, 1)) if layout == "stereo" else samples[None]
+        frame = av.AudioFrame.from_ndarray(pcm.astype(np.float32), format="fltp", layout=layout)
+        frame.sample_rate = rate
+        for p in stream.encode(frame):
+            out.mux(p)
+        for p in stream.encode(None):
+            out.mux(p)
+    return buf.getvalue()
+
+
+def test_decodes_compressed_stereo_at_other_rates():
+    speech = decode(audio("harvard_02.wav"))
+    for fmt, codec, rate in [("mp3", "libmp3lame", 44100), ("ogg", "libopus", 48000), ("adts", "aac", 22050)]:
+        resampled = np.interp(
+            np.arange(int(speech.size * rate / SAMPLE_RATE)) * SAMPLE_RATE / rate,
+            np.arange(speech.size), speech,
+        ).astype(np.float32)
+        samples = decode(_encode(resampled, fmt, codec, rate=rate))
+        assert abs(samples.size - speech.size) < SAMPLE_RATE * 0.2, fmt
+
+
+@pytest.mark.parametrize(
+    "data, code",
+    [
+        (b"", "empty_file"),
+        (b"this is a text file, not a recording" * 20, "invalid_audio"),
+        (b"\x00" * 4096, "invalid_audio"),
+    ],
+)
+def test_bad_uploads_raise_clear_errors(data, code):
+    with pytest.raises(InvalidAudio) as err:
+        decode(data)
+    assert err.value.code == code
+    assert err.value.status_code == 400
+
+
+def test_truncated_wav_and_flac_are_refused():
+    wav = audio("harvard_01.wav")
+    with pytest.raises(InvalidAudio) as err:
+        decode(wav[: len(wav) // 3])
+    assert err.value.code == "truncated_audio"
+    flac = audio("harvard_long.flac")
+    with pytest.raises(InvalidAudio):
+        decode(flac[: len(flac) // 4])
+
+
+def test_streamed_wav_without_length_is_accepted():
+    pcm = (decode(audio("harvard_01.wav")) * 32767).astype(np.int16)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(pcm.tobytes())
+    data = bytearray(buf.getvalue())
+    data[40:44] = (0xFFFFFFFF).to_bytes(4, "little")  # what a streaming writer leaves
+    assert decode(bytes(data)).size == pcm.size
+
+
+def test_video_without_audio_is_unsupported():
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height = 32, 32
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            for p in stream.encode(frame):
+                out.mux(p)
+        for p in stream.encode(None):
+            out.mux(p)
+    with pytest.raises(UnsupportedMediaType):
+        decode(buf.getvalue())
+
+
+def test_audio_over_the_length_limit_is_refused():
+    with pytest.raises(InvalidAudio) as err:
+        decode(audio("harvard_long.flac"), max_seconds=30)
+    assert err.value.code == "audio_too_long"
+
+
+def test_merge_into_chunks_keeps_chunks_under_30s():
+    speech = [(i * 7.0, i * 7.0 + 6.0) for i in range(10)]
+    chunks = merge_into_chunks(speech)
+    assert all(c.duration <= 30.0 for c in chunks)
+    assert chunks[0].start == 0.0 and chunks[-1].end == 69.0
+    assert merge_into_chunks([]) == []
+
+
+def test_normalize_scales_quiet_audio():
+    quiet = decode(audio("harvard_01.wav")) * 0.01
+    loud = normalize(quiet)
+    assert abs(float(np.abs(loud).max()) - 0.95) < 1e-3
+    silence = np.zeros(16000, np.float32)
+    assert normalize(silence) is silence
+
+
+def test_preprocessor_finds_speech_in_long_file():
+    pre = AudioPreprocessor("silero")
+    prepared = pre.prepare(audio("harvard_long.flac"))
+    assert len(prepared.chunks) >= 3
+    assert all(0 < c.duration <= 30.0 for c in prepared.chunks)
+    # The speech the detector found covers most of the recording.
+    assert sum(c.duration for c in prepared.chunks) > 0.8 * prepared.duration
+    plain = pre.prepare(audio("harvard_long.flac"), PrepareOptions(vad=False, normalize=False))
+    assert [round(c.duration) for c in plain.chunks][:2] == [30, 30]
+    assert set(transcripts()) >= {"harvard_long.flac"}
