@@ -1,0 +1,59 @@
+"""The HTTP API in-process (no Ray): validation and the one error shape.
+
+Uses LocalBackend, the same library code the deployments run, in this process.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from serve_app.api import create_app
+from serve_app.backend import LocalBackend
+from serve_app.settings import Settings
+from tests.speech import audio
+
+
+@pytest.fixture(scope="module")
+def client(catalog):
+    settings = Settings(max_upload_mb=1)
+    app = create_app(LocalBackend(settings, catalog), settings, catalog)
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://stt")
+
+
+async def test_system_endpoints(client):
+    assert (await client.get("/api/v1/health")).json()["models"] == ["tiny.en", "base"]
+    models = (await client.get("/api/v1/models")).json()["models"]
+    assert [m["id"] for m in models] == ["tiny.en", "base"] and models[0]["default"]
+    assert (await client.get("/openapi.json")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "files, form, status, code",
+    [
+        ({"file": ("a.wav", b"")}, {}, 400, "empty_file"),
+        ({"file": ("notes.txt", b"hello, this is not audio at all" * 10)}, {}, 400, "invalid_audio"),
+        ({"file": ("a.wav", b"RIFF")}, {"model": "large"}, 404, "model_not_found"),
+        ({"file": ("a.wav", b"RIFF")}, {"language": "fr"}, 400, "unsupported_language"),
+        ({"file": ("a.wav", b"RIFF")}, {"sync": "false"}, 422, "async_unavailable"),
+        ({"file": ("a.wav", b"RIFF")}, {"sync": "maybe"}, 422, "invalid_request"),
+        ({"file": ("a.wav", b"RIFF")}, {"prompt": "x" * 900}, 422, "invalid_request"),
+        (None, {}, 422, "invalid_request"),
+        ({"file": ("big.wav", b"\0" * (2 * 2**20))}, {}, 413, "payload_too_large"),
+    ],
+)
+async def test_bad_requests(client, files, form, status, code):
+    response = await client.post("/api/v1/transcriptions", files=files, data=form)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert response.headers["x-request-id"]
+
+
+async def test_wrong_extension_is_judged_by_content(client):
+    # A real recording named .txt is still audio; the extension is not trusted either way.
+    response = await client.post(
+        "/api/v1/transcriptions", files={"file": ("speech.txt", audio("harvard_06.wav"))}
+    )
+    assert response.status_code == 200, response.text
+    assert "salmon" in response.json()["text"].lower()
