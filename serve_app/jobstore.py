@@ -1,0 +1,393 @@
+"""JobStore: transcription jobs in PostgreSQL through asyncpg. All the service's SQL is here.
+
+Jobs are claimed with ``FOR UPDATE SKIP LOCKED`` and held under a lease that the worker
+renews; a worker that dies stops renewing, its lease expires, and another worker reclaims the
+job. Every state change that must not half-happen is one statement or one transaction, and
+writes by a worker are fenced by its lease (``lease_owner``): a worker that lost its lease
+cannot overwrite the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any, AsyncIterator
+
+import asyncpg
+
+from serve_app.errors import InvalidParameter, ServiceError
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "stt_jobs"
+STATUSES = ("PENDING", "PROCESSING", "COMPLETED", "FAILED")
+
+
+class DatabaseUnavailable(ServiceError):
+    status_code = 503
+    code = "database_unavailable"
+
+
+# Errors that mean "the database is not there right now", as opposed to a bug in our SQL.
+_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+
+
+@dataclass
+class Job:
+    id: uuid.UUID
+    user_id: str
+    original_filename: str
+    status: str
+    model: str
+    language: str | None
+    task: str
+    options: dict
+    is_sync: bool
+    duration_seconds: float | None
+    audio_key: str | None
+    audio_bytes: int | None
+    result_key: str | None
+    text_preview: str | None
+    error: str | None
+    attempts: int
+    max_attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    progress: float
+    webhook_url: str | None
+    processing_seconds: float | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> "Job":
+        data = dict(row)
+        if isinstance(data.get("options"), str):
+            data["options"] = json.loads(data["options"])
+        return cls(**data)
+
+
+# -- SQL ---------------------------------------------------------------------------------------
+_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+_MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(7301947)"
+_APPLIED = "SELECT version FROM schema_migrations"
+_RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
+
+_INSERT = """
+INSERT INTO transcription_jobs (
+    id, user_id, original_filename, status, model, language, task, options, is_sync,
+    audio_key, audio_bytes, max_attempts, webhook_url, lease_owner, lease_expires_at,
+    started_at, attempts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14,
+        CASE WHEN $14::text IS NULL THEN NULL ELSE now() + make_interval(secs => $15) END,
+        CASE WHEN $4 = 'PROCESSING' THEN now() END,
+        CASE WHEN $4 = 'PROCESSING' THEN 1 ELSE 0 END)
+RETURNING *"""
+_NOTIFY = "SELECT pg_notify($1, $2)"
+_GET = "SELECT * FROM transcription_jobs WHERE id = $1 AND user_id = $2"
+_GET_ANY = "SELECT * FROM transcription_jobs WHERE id = $1"
+_DELETE = "DELETE FROM transcription_jobs WHERE id = $1 AND user_id = $2 RETURNING *"
+
+# A PROCESSING job whose lease ran out either goes back to the queue or, out of attempts, fails.
+_EXPIRE_LEASES = """
+UPDATE transcription_jobs
+SET status = CASE WHEN attempts >= max_attempts OR is_sync THEN 'FAILED' ELSE 'PENDING' END,
+    error = CASE WHEN attempts >= max_attempts OR is_sync
+                 THEN 'abandoned: the worker stopped renewing its lease ' || attempts || ' time(s)'
+                 ELSE error END,
+    completed_at = CASE WHEN attempts >= max_attempts OR is_sync THEN now() END,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE status = 'PROCESSING' AND lease_expires_at < now()
+RETURNING id, status"""
+_CLAIM = """
+UPDATE transcription_jobs AS j
+SET status = 'PROCESSING', lease_owner = $1,
+    lease_expires_at = now() + make_interval(secs => $2),
+    attempts = j.attempts + 1, started_at = COALESCE(j.started_at, now()), updated_at = now()
+WHERE j.id = (
+    SELECT id FROM transcription_jobs
+    WHERE status = 'PENDING'
+    ORDER BY created_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED)
+RETURNING j.*"""
+_RENEW = """
+UPDATE transcription_jobs
+SET lease_expires_at = now() + make_interval(secs => $3), progress = COALESCE($4, progress),
+    updated_at = now()
+WHERE id = $1 AND lease_owner = $2 AND status = 'PROCESSING'"""
+_COMPLETE = """
+UPDATE transcription_jobs
+SET status = 'COMPLETED', result_key = $3, duration_seconds = $4, text_preview = $5,
+    language = COALESCE($6, language), processing_seconds = $7, progress = 1, error = NULL,
+    lease_owner = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
+WHERE id = $1 AND lease_owner = $2 AND status = 'PROCESSING'
+RETURNING *"""
+_FAIL = """
+UPDATE transcription_jobs
+SET status = CASE WHEN $4 AND attempts < max_attempts THEN 'PENDING' ELSE 'FAILED' END,
+    error = $3,
+    completed_at = CASE WHEN $4 AND attempts < max_attempts THEN NULL ELSE now() END,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE id = $1 AND lease_owner = $2 AND status = 'PROCESSING'
+RETURNING *"""
+_STATS = """
+SELECT
+    count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
+    count(*) FILTER (WHERE status = 'FAILED') AS failed,
+    avg(processing_seconds) FILTER (WHERE status = 'COMPLETED') AS avg_processing_seconds,
+    sum(duration_seconds) FILTER (WHERE status = 'COMPLETED') AS audio_seconds
+FROM transcription_jobs
+WHERE created_at > now() - interval '24 hours'"""
+_ACTIVE = """
+SELECT status, count(*) AS n FROM transcription_jobs
+WHERE status IN ('PENDING', 'PROCESSING')
+GROUP BY status"""
+_RECORD_DELIVERY = """
+INSERT INTO webhook_deliveries (job_id, url, event, attempt, status_code, error, delivered)
+VALUES ($1, $2, $3, $4, $5, $6, $7)"""
+_DELIVERIES = "SELECT * FROM webhook_deliveries WHERE job_id = $1 ORDER BY id"
+
+# List: fixed fragments joined in a fixed order; every value is a parameter.
+_LIST_HEAD = "SELECT * FROM transcription_jobs WHERE user_id = $1"
+_LIST_STATUS = " AND status = ${}"
+_LIST_SEARCH = " AND to_tsvector('simple', original_filename) @@ plainto_tsquery('simple', ${})"
+_LIST_CURSOR = " AND (created_at, id) < (${}::timestamptz, ${}::uuid)"
+_LIST_TAIL = " ORDER BY created_at DESC, id DESC LIMIT ${}"
+
+
+def encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, ident = raw.split("|")
+        return datetime.fromisoformat(stamp), uuid.UUID(ident)
+    except Exception:
+        raise InvalidParameter(
+            "The cursor is not one this API returned; pass next_cursor from the previous page.",
+            code="invalid_cursor",
+        ) from None
+
+
+class JobStore:
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10):
+        self.dsn = dsn
+        self.min_size, self.max_size = min_size, max_size
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+
+    # -- connection ----------------------------------------------------------------------------
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self.dsn, min_size=self.min_size, max_size=self.max_size,
+                        timeout=5, command_timeout=30,
+                    )  # fmt: skip
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; 'database down' becomes DatabaseUnavailable (503)."""
+        try:
+            pool = await self._get_pool()
+            async with pool.acquire(timeout=10) as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise DatabaseUnavailable(
+                f"The job database is unavailable ({type(exc).__name__}); retry shortly."
+            ) from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def migrate(self) -> list[int]:
+        """Apply serve_app/migrations/NNN_name.sql not applied yet, in order, each atomically."""
+        files = sorted(
+            (int(f.name.split("_", 1)[0]), f.name, f.read_text())
+            for f in resources.files("serve_app.migrations").iterdir()
+            if f.name.endswith(".sql")
+        )
+        applied_now = []
+        async with self.connection() as conn:
+            await conn.execute(_MIGRATIONS_TABLE)
+            async with conn.transaction():
+                await conn.execute(_MIGRATION_LOCK)  # replicas starting together take turns
+                done = {r["version"] for r in await conn.fetch(_APPLIED)}
+                for version, name, sql in files:
+                    if version not in done:
+                        await conn.execute(sql)
+                        await conn.execute(_RECORD_MIGRATION, version, name)
+                        applied_now.append(version)
+        return applied_now
+
+    # -- API side ------------------------------------------------------------------------------
+    async def create(
+        self,
+        *,
+        user_id: str,
+        filename: str,
+        model: str,
+        language: str | None,
+        task: str,
+        options: dict,
+        audio_key: str | None = None,
+        audio_bytes: int | None = None,
+        webhook_url: str | None = None,
+        max_attempts: int = 3,
+        sync_owner: str | None = None,
+        sync_lease_s: float = 600,
+        job_id: uuid.UUID | None = None,
+    ) -> Job:
+        """Insert a job and commit. Async jobs wake the workers (NOTIFY, in the same commit);
+        sync jobs start PROCESSING, leased to the request that runs them."""
+        status = "PROCESSING" if sync_owner else "PENDING"
+        async with self.connection() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                _INSERT, job_id or uuid.uuid4(), user_id, filename, status, model, language, task,
+                json.dumps(options), sync_owner is not None, audio_key, audio_bytes, max_attempts,
+                webhook_url, sync_owner, float(sync_lease_s),
+            )  # fmt: skip
+            if status == "PENDING":
+                await conn.execute(_NOTIFY, NOTIFY_CHANNEL, str(row["id"]))
+        return Job.from_row(row)
+
+    async def get(self, job_id: uuid.UUID, user_id: str | None = None) -> Job | None:
+        async with self.connection() as conn:
+            if user_id is None:
+                row = await conn.fetchrow(_GET_ANY, job_id)
+            else:
+                row = await conn.fetchrow(_GET, job_id, user_id)
+        return Job.from_row(row) if row else None
+
+    def list_query(
+        self, user_id: str, *, status: str | None, search: str | None, cursor: str | None, limit: int
+    ) -> tuple[str, list[Any]]:
+        sql, args = _LIST_HEAD, [user_id]
+        if status:
+            args.append(status)
+            sql += _LIST_STATUS.format(len(args))
+        if search:
+            args.append(search)
+            sql += _LIST_SEARCH.format(len(args))
+        if cursor:
+            stamp, ident = decode_cursor(cursor)
+            args += [stamp, ident]
+            sql += _LIST_CURSOR.format(len(args) - 1, len(args))
+        args.append(limit + 1)
+        sql += _LIST_TAIL.format(len(args))
+        return sql, args
+
+    async def list(
+        self, user_id: str, *, status: str | None = None, search: str | None = None,
+        cursor: str | None = None, limit: int = 20,
+    ) -> tuple[list[Job], str | None]:  # fmt: skip
+        """Newest first; returns a page and the cursor of the next page (None at the end)."""
+        sql, args = self.list_query(user_id, status=status, search=search, cursor=cursor, limit=limit)
+        async with self.connection() as conn:
+            rows = await conn.fetch(sql, *args)
+        jobs = [Job.from_row(r) for r in rows[:limit]]
+        return jobs, (encode_cursor(jobs[-1]) if len(rows) > limit else None)
+
+    async def delete(self, job_id: uuid.UUID, user_id: str) -> Job | None:
+        async with self.connection() as conn:
+            row = await conn.fetchrow(_DELETE, job_id, user_id)
+        return Job.from_row(row) if row else None
+
+    async def stats(self) -> dict:
+        async with self.connection() as conn:
+            day = await conn.fetchrow(_STATS)
+            active = {r["status"]: r["n"] for r in await conn.fetch(_ACTIVE)}
+        return {
+            "last_24h": {
+                "completed": day["completed"],
+                "failed": day["failed"],
+                "audio_seconds": round(day["audio_seconds"] or 0.0, 2),
+                "avg_processing_seconds": round(day["avg_processing_seconds"] or 0.0, 3),
+            },
+            "processing": active.get("PROCESSING", 0),
+            "queue_depth": active.get("PENDING", 0),
+        }
+
+    async def explain(self, sql: str, *args) -> str:
+        async with self.connection() as conn:
+            rows = await conn.fetch("EXPLAIN " + sql, *args)
+        return "\n".join(r[0] for r in rows)
+
+    # -- worker side ---------------------------------------------------------------------------
+    async def expire_leases(self) -> list[tuple[uuid.UUID, str]]:
+        async with self.connection() as conn:
+            return [(r["id"], r["status"]) for r in await conn.fetch(_EXPIRE_LEASES)]
+
+    async def claim(self, owner: str, lease_s: float) -> Job | None:
+        async with self.connection() as conn:
+            row = await conn.fetchrow(_CLAIM, owner, float(lease_s))
+        return Job.from_row(row) if row else None
+
+    async def renew(self, job_id: uuid.UUID, owner: str, lease_s: float, progress: float | None = None) -> bool:
+        async with self.connection() as conn:
+            status = await conn.execute(_RENEW, job_id, owner, float(lease_s), progress)
+        return status.endswith(" 1")
+
+    async def complete(
+        self, job_id: uuid.UUID, owner: str, *, result_key: str, duration: float, preview: str,
+        language: str | None, processing_seconds: float,
+    ) -> Job | None:  # fmt: skip
+        """Mark done, fenced by the lease; None when this owner no longer holds the job."""
+        async with self.connection() as conn:
+            row = await conn.fetchrow(
+                _COMPLETE, job_id, owner, result_key, duration, preview[:500], language,
+                processing_seconds,
+            )  # fmt: skip
+        return Job.from_row(row) if row else None
+
+    async def fail(self, job_id: uuid.UUID, owner: str, error: str, *, retry: bool) -> Job | None:
+        async with self.connection() as conn:
+            row = await conn.fetchrow(_FAIL, job_id, owner, error[:2000], retry)
+        return Job.from_row(row) if row else None
+
+    async def record_delivery(
+        self, job_id: uuid.UUID, url: str, event: str, attempt: int,
+        status_code: int | None, error: str | None, delivered: bool,
+    ) -> None:  # fmt: skip
+        async with self.connection() as conn:
+            await conn.execute(_RECORD_DELIVERY, job_id, url, event, attempt, status_code, error, delivered)
+
+    async def deliveries(self, job_id: uuid.UUID) -> list[dict]:
+        async with self.connection() as conn:
+            return [dict(r) for r in await conn.fetch(_DELIVERIES, job_id)]
+
+    async def listen(self, on_job) -> asyncpg.Connection:
+        """A dedicated connection that calls ``on_job(job_id)`` on every NOTIFY."""
+        conn = await asyncpg.connect(self.dsn, timeout=5)
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *args: on_job(args[-1]))
+        return conn
