@@ -88,9 +88,10 @@ class BlobStore:
 
 
 def _abort(handle) -> None:
-    # s3fs aborts the multipart upload on discard(); local files just close.
-    discard = getattr(handle, "discard", None)
-    if discard:
-        discard()
+    # An S3 file aborts its multipart upload, so no parts linger; a local file just closes
+    # (the caller deletes it).
+    if hasattr(handle, "_abort_mpu"):
+        handle.discard()
+        handle.closed = True
     else:
         handle.close()

@@ -55,6 +55,30 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(100, description="Largest accepted upload in MiB.")
     max_audio_seconds: float = Field(4 * 3600, description="Longest accepted audio.")
 
+    # -- durable jobs ---------------------------------------------------------------------------
+    database_url: str | None = Field(
+        None, description="PostgreSQL DSN; none: an embedded PostgreSQL in data_dir/pgdata."
+    )
+    db_pool_min: int = Field(1, ge=0)
+    db_pool_max: int = Field(10, ge=1)
+    blob_url: str | None = Field(
+        None, description="Where audio and results go: file:///path or s3://bucket/prefix."
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-protocol endpoint (MinIO, ...).")
+    s3_region: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    default_user: str = Field("default", description="user_id of jobs made without an API key.")
+    job_max_attempts: int = Field(3, ge=1, description="Tries of a job before it is FAILED.")
+    lease_seconds: float = Field(30.0, gt=0, description="Worker lease on a job; renewed at 1/3.")
+    worker_replicas: int = Field(1, ge=0, description="JobWorker replicas.")
+    worker_concurrency: int = Field(4, ge=1, description="Jobs one worker runs at once.")
+    worker_poll_seconds: float = Field(5.0, gt=0, description="Fallback poll when NOTIFY is missed.")
+    webhook_secret: str = Field("change-me", description="HMAC-SHA256 key of webhook signatures.")
+    webhook_max_attempts: int = Field(5, ge=1)
+    webhook_backoff_seconds: float = Field(1.0, ge=0, description="First retry delay; doubles.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+
     @field_validator("models", mode="before")
     @classmethod
     def _split_models(cls, value: object) -> object:

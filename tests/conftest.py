@@ -35,3 +35,56 @@ def catalog(settings):
     from serve_app.catalog import ModelCatalog
 
     return ModelCatalog.load(settings.catalog_path, settings.cache_dir)
+
+
+@pytest.fixture(scope="session")
+def pg_dsn():
+    """A fresh database on the machine's PostgreSQL (127.0.0.1:5432, trust auth), dropped after."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    name = f"stt_test_{uuid.uuid4().hex[:10]}"
+    admin = os.environ.get("STT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+    async def run(sql):
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    yield admin.rsplit("/", 1)[0] + "/" + name
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-protocol server (moto in server mode) on 127.0.0.1, with a bucket."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="stt-test")
+    yield {"endpoint": endpoint, "bucket": "stt-test"}
+    server.stop()
+
+
+@pytest.fixture(params=["file", "s3"])
+def blob_settings(request, tmp_path):
+    """Settings overrides for each BlobStore backend: the local default, and S3 via s3fs."""
+    if request.param == "file":
+        return {"blob_url": f"file://{tmp_path / 'blobs'}"}
+    s3 = request.getfixturevalue("s3_server")
+    return {
+        "blob_url": f"s3://{s3['bucket']}/{request.node.name[-40:].replace('[', '-').replace(']', '')}",
+        "s3_endpoint_url": s3["endpoint"], "s3_region": "us-east-1",
+        "s3_access_key": "testing", "s3_secret_key": "testing",
+    }

@@ -16,6 +16,7 @@ from serve_app.api.dependencies import ServiceContext
 from serve_app.api.routers import system, transcriptions
 from serve_app.backend import TranscriptionBackend
 from serve_app.catalog import ModelCatalog
+from serve_app.jobs import JobService
 from serve_app.errors import PayloadTooLarge, ServiceError, unwrap
 from serve_app.settings import Settings
 
@@ -33,6 +34,7 @@ def create_app(
     backend: TranscriptionBackend,
     settings: Settings | None = None,
     catalog: ModelCatalog | None = None,
+    jobs: JobService | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
     catalog = catalog or ModelCatalog.load(settings.catalog_path, settings.cache_dir)
@@ -43,7 +45,9 @@ def create_app(
         version="0.1.0",
         description="Speech to text on Ray Serve and WhisperX.",
     )
-    app.state.context = ServiceContext(settings=settings, catalog=catalog, backend=backend)
+    app.state.context = ServiceContext(
+        settings=settings, catalog=catalog, backend=backend, jobs=jobs
+    )
     app.include_router(system.router)
     app.include_router(transcriptions.router)
     _install_error_handlers(app)
@@ -54,7 +58,8 @@ def create_app(
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError):
-        return error_response(exc.status_code, exc.code, exc.message)
+        headers = {"Retry-After": "5"} if exc.status_code == 503 else None
+        return error_response(exc.status_code, exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError):
@@ -73,7 +78,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception):
         cause = unwrap(exc)
         if isinstance(cause, ServiceError):
-            return error_response(cause.status_code, cause.code, cause.message)
+            return await service_error(request, cause)
         if type(cause).__name__ in _OVERLOAD_ERRORS or type(exc).__name__ in _OVERLOAD_ERRORS:
             return error_response(
                 503, "overloaded", "The service is at capacity; retry shortly.", {"Retry-After": "5"}

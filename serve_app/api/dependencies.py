@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from serve_app.backend import TranscriptionBackend
 from serve_app.catalog import ModelCatalog, ModelSpec
 from serve_app.engine import DecodeOptions
+from serve_app.jobs import JobService
 from serve_app.errors import InvalidParameter, UnknownModel, UnsupportedLanguage
 from serve_app.schemas import ModelInfo
 from serve_app.settings import Settings
@@ -22,6 +23,7 @@ class ServiceContext:
     settings: Settings
     catalog: ModelCatalog
     backend: TranscriptionBackend
+    jobs: JobService | None = None
 
     @property
     def served(self) -> list[str]:

@@ -36,7 +36,7 @@ async def test_system_endpoints(client):
         ({"file": ("notes.txt", b"hello, this is not audio at all" * 10)}, {}, 400, "invalid_audio"),
         ({"file": ("a.wav", b"RIFF")}, {"model": "large"}, 404, "model_not_found"),
         ({"file": ("a.wav", b"RIFF")}, {"language": "fr"}, 400, "unsupported_language"),
-        ({"file": ("a.wav", b"RIFF")}, {"sync": "false"}, 422, "async_unavailable"),
+        ({"file": ("a.wav", b"RIFF")}, {"sync": "false"}, 422, "jobs_unavailable"),
         ({"file": ("a.wav", b"RIFF")}, {"sync": "maybe"}, 422, "invalid_request"),
         ({"file": ("a.wav", b"RIFF")}, {"prompt": "x" * 900}, 422, "invalid_request"),
         (None, {}, 422, "invalid_request"),

@@ -1,0 +1,108 @@
+"""Jobs as the API sees them: accept (store audio, then commit the row), run sync, read results."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import asdict
+from typing import AsyncIterator
+
+from serve_app.backend import TranscriptionBackend
+from serve_app.blobs import BlobNotFound, BlobStore
+from serve_app.engine import DecodeOptions
+from serve_app.errors import ServiceError
+from serve_app.jobstore import Job, JobStore
+from serve_app.preprocess import PrepareOptions
+from serve_app.schemas import TranscriptionResult
+
+
+def audio_key(job_id: uuid.UUID, filename: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", filename or "audio")[-100:] or "audio"
+    return f"audio/{job_id}/{safe}"
+
+
+def result_key(job_id: uuid.UUID) -> str:
+    return f"results/{job_id}.json"
+
+
+def job_options(options: DecodeOptions, prepare: PrepareOptions) -> dict:
+    return {"decode": asdict(options), "prepare": asdict(prepare)}
+
+
+def options_of(job: Job) -> tuple[DecodeOptions, PrepareOptions]:
+    return DecodeOptions(**job.options.get("decode", {})), PrepareOptions(**job.options.get("prepare", {}))
+
+
+class JobService:
+    def __init__(self, store: JobStore, blobs: BlobStore, backend: TranscriptionBackend, *, max_attempts: int = 3):
+        self.store = store
+        self.blobs = blobs
+        self.backend = backend
+        self.max_attempts = max_attempts
+
+    async def submit(
+        self, *, user_id: str, filename: str, blocks: AsyncIterator[bytes], model: str,
+        options: DecodeOptions, prepare: PrepareOptions, webhook_url: str | None,
+    ) -> Job:  # fmt: skip
+        """Store the audio first, then commit the job: a 202 means both are durable."""
+        job_id = uuid.uuid4()
+        key = audio_key(job_id, filename)
+        size = await self.blobs.put_stream(key, blocks)
+        try:
+            return await self.store.create(
+                job_id=job_id, user_id=user_id, filename=filename, model=model,
+                language=options.language, task=options.task,
+                options=job_options(options, prepare), audio_key=key, audio_bytes=size,
+                webhook_url=webhook_url, max_attempts=self.max_attempts,
+            )  # fmt: skip
+        except BaseException:
+            await self.blobs.delete(key)  # no orphan audio for a job that was never committed
+            raise
+
+    async def run_sync(
+        self, *, user_id: str, filename: str, audio: bytes, model: str, options: DecodeOptions,
+        prepare: PrepareOptions, request_id: str,
+    ) -> TranscriptionResult:  # fmt: skip
+        """Transcribe now, recorded as a job that ends COMPLETED or FAILED."""
+        started = time.perf_counter()
+        owner = f"sync:{request_id}"
+        job = await self.store.create(
+            user_id=user_id, filename=filename, model=model, language=options.language,
+            task=options.task, options=job_options(options, prepare), audio_bytes=len(audio),
+            sync_owner=owner,
+        )  # fmt: skip
+        try:
+            transcript = await self.backend.transcribe(audio, model, options, prepare)
+        except ServiceError as exc:
+            await self.store.fail(job.id, owner, exc.message, retry=False)
+            raise
+        except Exception as exc:
+            await self.store.fail(job.id, owner, f"{type(exc).__name__}: {exc}", retry=False)
+            raise
+        elapsed = time.perf_counter() - started
+        result = TranscriptionResult.from_transcript(
+            transcript, id=str(job.id), model=model, processing_time=elapsed
+        )
+        await self.blobs.put_bytes(result_key(job.id), result.model_dump_json().encode())
+        await self.store.complete(
+            job.id, owner, result_key=result_key(job.id), duration=transcript.duration,
+            preview=result.text, language=transcript.language, processing_seconds=elapsed,
+        )  # fmt: skip
+        return result
+
+    async def result(self, job: Job) -> TranscriptionResult | None:
+        if job.status != "COMPLETED" or not job.result_key:
+            return None
+        try:
+            return TranscriptionResult.model_validate_json(await self.blobs.get_bytes(job.result_key))
+        except BlobNotFound:
+            return None
+
+    async def delete(self, job_id: uuid.UUID, user_id: str) -> Job | None:
+        job = await self.store.delete(job_id, user_id)
+        if job:
+            for key in (job.audio_key, job.result_key):
+                if key:
+                    await self.blobs.delete(key)
+        return job

@@ -1,0 +1,179 @@
+"""JobWorker: takes PENDING jobs from PostgreSQL and runs them, under a renewed lease.
+
+Wakes on LISTEN/NOTIFY, polls as a fallback, reclaims jobs whose lease expired (their worker
+died), bounds attempts, writes the result and then marks the job done (fenced by the lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+from serve_app.backend import TranscriptionBackend
+from serve_app.blobs import BlobNotFound, BlobStore
+from serve_app.errors import ServiceError
+from serve_app.jobs import options_of, result_key
+from serve_app.jobstore import DatabaseUnavailable, Job, JobStore
+from serve_app.schemas import TranscriptionResult
+from serve_app.webhooks import WebhookSender
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    pass
+
+
+class JobWorker:
+    def __init__(
+        self,
+        store: JobStore,
+        blobs: BlobStore,
+        backend: TranscriptionBackend,
+        *,
+        webhooks: WebhookSender | None = None,
+        owner: str | None = None,
+        lease_seconds: float = 30.0,
+        concurrency: int = 4,
+        poll_seconds: float = 5.0,
+    ):
+        self.store, self.blobs, self.backend, self.webhooks = store, blobs, backend, webhooks
+        self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
+        self.lease_seconds = lease_seconds
+        self.concurrency = concurrency
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task] = set()
+        self._listener = None
+        self.processed = 0
+
+    # -- loop ----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Forever: expire leases, claim while there is room, then sleep until woken."""
+        while True:
+            try:
+                await self._ensure_listener()
+                await self.store.expire_leases()
+                while len(self._running) < self.concurrency:
+                    job = await self.store.claim(self.owner, self.lease_seconds)
+                    if job is None:
+                        break
+                    task = asyncio.create_task(self._process(job))
+                    self._running.add(task)
+                    task.add_done_callback(self._job_done)
+            except DatabaseUnavailable as exc:
+                log.warning("worker %s: %s", self.owner, exc.message)
+                await self._drop_listener()
+            except Exception:
+                log.exception("worker %s: unexpected error in loop", self.owner)
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    def _job_done(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._wake.set()  # a free slot: look for more work now
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        try:
+            self._listener = await self.store.listen(lambda _job_id: self._wake.set())
+        except Exception as exc:  # polling still works without it
+            raise DatabaseUnavailable(f"cannot LISTEN ({type(exc).__name__})") from exc
+
+    async def _drop_listener(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                self._listener.terminate()
+            self._listener = None
+
+    async def close(self) -> None:
+        for task in list(self._running) + list(self._background):
+            task.cancel()
+        await self._drop_listener()
+
+    # -- one job -------------------------------------------------------------------------------
+    async def _process(self, job: Job) -> None:
+        started = time.perf_counter()
+        work = asyncio.create_task(self._transcribe(job))
+        keeper = asyncio.create_task(self._keep_lease(job, work))
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            if keeper.done() and isinstance(keeper.exception(), LeaseLost):
+                log.warning("job %s: lease lost, dropped by %s", job.id, self.owner)
+                return
+            raise
+        except ServiceError as exc:  # the audio or request is bad: retrying will not help
+            await self._finish_failed(job, exc.message, retry=False)
+            return
+        except DatabaseUnavailable:
+            return  # the lease will expire and the job will be retried
+        except Exception as exc:
+            log.exception("job %s failed on attempt %s", job.id, job.attempts)
+            await self._finish_failed(job, f"{type(exc).__name__}: {exc}", retry=True)
+            return
+        finally:
+            keeper.cancel()
+        await self._finish_completed(job, result, time.perf_counter() - started)
+
+    async def _keep_lease(self, job: Job, work: asyncio.Task) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                still_mine = await self.store.renew(job.id, self.owner, self.lease_seconds)
+            except DatabaseUnavailable:
+                continue  # keep working; the renewal may succeed before the lease runs out
+            if not still_mine:
+                work.cancel()
+                raise LeaseLost(str(job.id))
+
+    async def _transcribe(self, job: Job) -> TranscriptionResult:
+        options, prepare = options_of(job)
+        try:
+            audio = await self.blobs.get_bytes(job.audio_key)
+        except BlobNotFound:
+            raise ServiceError(f"The job's audio ({job.audio_key}) is missing from storage.") from None
+        started = time.perf_counter()
+        transcript = await self.backend.transcribe(audio, job.model, options, prepare)
+        return TranscriptionResult.from_transcript(
+            transcript, id=str(job.id), model=job.model, processing_time=time.perf_counter() - started
+        )
+
+    async def _finish_completed(self, job: Job, result: TranscriptionResult, elapsed: float) -> None:
+        key = result_key(job.id)
+        try:
+            await self.blobs.put_bytes(key, result.model_dump_json().encode())
+            done = await self.store.complete(
+                job.id, self.owner, result_key=key, duration=result.duration, preview=result.text,
+                language=result.language, processing_seconds=elapsed,
+            )  # fmt: skip
+        except DatabaseUnavailable:
+            return  # lease expires, job reruns; the result blob is simply overwritten then
+        if done is None:  # deleted meanwhile, or another worker owns it now
+            if await self.store.get(job.id) is None:
+                await self.blobs.delete(key)
+            return
+        self.processed += 1
+        self._notify(done, "job.completed", {"result": result.model_dump()})
+
+    async def _finish_failed(self, job: Job, error: str, *, retry: bool) -> None:
+        try:
+            failed = await self.store.fail(job.id, self.owner, error, retry=retry)
+        except DatabaseUnavailable:
+            return
+        if failed is not None and failed.status == "FAILED":
+            self._notify(failed, "job.failed", {"error": error})
+
+    def _notify(self, job: Job, event: str, extra: dict) -> None:
+        if not job.webhook_url or self.webhooks is None:
+            return
+        payload = {"event": event, "id": str(job.id), "status": job.status, **extra}
+        task = asyncio.create_task(self.webhooks.deliver(self.store, job.id, job.webhook_url, event, payload))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
