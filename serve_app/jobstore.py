@@ -173,7 +173,10 @@ _DELIVERIES = "SELECT * FROM webhook_deliveries WHERE job_id = $1 ORDER BY id"
 # List: fixed fragments joined in a fixed order; every value is a parameter.
 _LIST_HEAD = "SELECT * FROM transcription_jobs WHERE user_id = $1"
 _LIST_STATUS = " AND status = ${}"
-_LIST_SEARCH = " AND to_tsvector('simple', original_filename) @@ plainto_tsquery('simple', ${})"
+_LIST_SEARCH = (
+    " AND to_tsvector('simple', translate(original_filename, '._-/', '    '))"
+    " @@ plainto_tsquery('simple', translate(${}, '._-/', '    '))"
+)
 _LIST_CURSOR = " AND (created_at, id) < (${}::timestamptz, ${}::uuid)"
 _LIST_TAIL = " ORDER BY created_at DESC, id DESC LIMIT ${}"
 

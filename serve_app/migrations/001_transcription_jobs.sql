@@ -37,7 +37,7 @@ CREATE INDEX idx_jobs_user_id ON transcription_jobs (user_id);
 CREATE INDEX idx_jobs_user_status_created ON transcription_jobs (user_id, status, created_at DESC);
 CREATE INDEX idx_jobs_failed ON transcription_jobs (created_at DESC) WHERE status = 'FAILED';
 CREATE INDEX idx_jobs_filename_fts ON transcription_jobs
-    USING GIN (to_tsvector('simple', original_filename));
+    USING GIN (to_tsvector('simple', translate(original_filename, '._-/', '    ')));
 -- The dashboard counts what finished in the last 24 hours.
 CREATE INDEX idx_jobs_completed_at ON transcription_jobs (completed_at DESC)
     WHERE completed_at IS NOT NULL;

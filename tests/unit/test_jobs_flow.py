@@ -1,0 +1,184 @@
+"""Async jobs end to end in one process: API -> PostgreSQL + BlobStore -> JobWorker -> result.
+
+The same tests run with the local BlobStore and with s3fs against a real S3-protocol server.
+Models and speech are real (LocalBackend runs the library code the deployments run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import httpx
+import pytest
+import srt
+import webvtt
+
+from serve_app.api import create_app
+from serve_app.backend import LocalBackend
+from serve_app.blobs import BlobStore
+from serve_app.jobs import JobService
+from serve_app.jobstore import JobStore
+from serve_app.settings import Settings
+from serve_app.webhooks import WebhookSender, verify
+from serve_app.worker import JobWorker
+from tests.speech import audio, transcripts, wer
+from tests.webhook_receiver import WebhookReceiver
+
+SECRET = "test-secret"
+
+
+@pytest.fixture(scope="module")
+def local_backend(catalog):
+    return LocalBackend(Settings(), catalog)
+
+
+@pytest.fixture
+async def service(pg_dsn, blob_settings, catalog, local_backend):
+    settings = Settings(database_url=pg_dsn, webhook_secret=SECRET, **blob_settings)
+    store = JobStore(pg_dsn)
+    await store.migrate()
+    blobs = BlobStore.from_settings(settings)
+    jobs = JobService(store, blobs, local_backend, max_attempts=2)
+    app = create_app(local_backend, settings, catalog, jobs=jobs)
+    worker = JobWorker(
+        store, blobs, local_backend, lease_seconds=10, poll_seconds=0.5,
+        webhooks=WebhookSender(SECRET, max_attempts=3, backoff_seconds=0.1),
+    )  # fmt: skip
+    loop_task = asyncio.create_task(worker.run())
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stt", timeout=120)
+    yield client, store, blobs, worker
+    loop_task.cancel()
+    await worker.close()
+    await client.aclose()
+    await store.close()
+
+
+async def submit(client, name, **form):
+    response = await client.post(
+        "/api/v1/transcriptions", files={"file": (name, audio(name))}, data={"sync": "false", **form}
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+async def wait_done(client, job_id, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = (await client.get(f"/api/v1/transcriptions/{job_id}")).json()
+        if body["status"] in ("COMPLETED", "FAILED"):
+            return body
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish: {body}")
+
+
+async def test_async_job_completes_and_downloads(service):
+    client, store, blobs, _ = service
+    job_id = await submit(client, "harvard_long.flac")
+    row = await store.get(__import__("uuid").UUID(job_id))
+    assert row.status in ("PENDING", "PROCESSING") and await blobs.exists(row.audio_key)
+    body = await wait_done(client, job_id)
+    assert body["status"] == "COMPLETED" and body["progress"] == 1
+    assert wer(transcripts()["harvard_long.flac"], body["result"]["text"]) < 15
+    txt = await client.get(f"/api/v1/transcriptions/{job_id}/download", params={"format": "txt"})
+    assert "harvard_long.txt" in txt.headers["content-disposition"]
+    assert wer(transcripts()["harvard_long.flac"], txt.text) < 15
+    subs = list(srt.parse((await client.get(f"/api/v1/transcriptions/{job_id}/download?format=srt")).text))
+    assert len(subs) >= 3
+    vtt = (await client.get(f"/api/v1/transcriptions/{job_id}/download?format=vtt")).text
+    assert len(webvtt.from_buffer(io.StringIO(vtt)).captions) == len(subs)
+    tsv = (await client.get(f"/api/v1/transcriptions/{job_id}/download?format=tsv")).text
+    assert tsv.startswith("start\tend\ttext")
+    as_json = (await client.get(f"/api/v1/transcriptions/{job_id}/download?format=json")).json()
+    assert as_json["id"] == job_id
+
+    # Delete removes the row and both blobs.
+    assert (await client.delete(f"/api/v1/transcriptions/{job_id}")).status_code == 204
+    assert (await client.get(f"/api/v1/transcriptions/{job_id}")).status_code == 404
+    assert not await blobs.exists(row.audio_key)
+    assert not await blobs.exists(f"results/{job_id}.json")
+
+
+async def test_bad_audio_job_fails_with_reason_and_no_retry(service):
+    client, *_ = service
+    response = await client.post(
+        "/api/v1/transcriptions", files={"file": ("notes.wav", b"just text" * 100)}, data={"sync": "false"}
+    )
+    body = await wait_done(client, response.json()["id"])
+    assert body["status"] == "FAILED" and "not audio" in body["error"] and body["attempts"] == 1
+    download = await client.get(f"/api/v1/transcriptions/{body['id']}/download")
+    assert download.status_code == 409
+
+
+async def test_sync_requests_are_recorded_as_jobs(service):
+    client, *_ = service
+    result = (await client.post("/api/v1/transcriptions", files={"file": ("s.wav", audio("harvard_08.wav"))})).json()
+    job = (await client.get(f"/api/v1/transcriptions/{result['id']}")).json()
+    assert job["status"] == "COMPLETED" and job["sync"] and job["result"]["text"] == result["text"]
+    bad = await client.post("/api/v1/transcriptions", files={"file": ("bad.wav", b"nope" * 100)})
+    assert bad.status_code == 400
+    failed, _ = await service[1].list("default", status="FAILED", search="bad")
+    assert failed and failed[0].is_sync and "not audio" in failed[0].error
+
+
+async def test_job_api_errors(service):
+    client, *_ = service
+    unknown = "00000000-0000-0000-0000-000000000000"
+    for path in (f"/api/v1/transcriptions/{unknown}", "/api/v1/transcriptions/not-a-uuid",
+                 f"/api/v1/transcriptions/{unknown}/download"):  # fmt: skip
+        response = await client.get(path)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
+    assert (await client.delete(f"/api/v1/transcriptions/{unknown}")).status_code == 404
+    for params in ({"limit": 0}, {"limit": 1000}, {"cursor": "garbage"}, {"status": "DONE"}):
+        assert (await client.get("/api/v1/transcriptions", params=params)).status_code == 422, params
+    pending_id = await submit(client, "harvard_07.wav")
+    early = await client.get(f"/api/v1/transcriptions/{pending_id}/download")
+    assert early.status_code in (409, 200)  # 409 unless the worker was already done
+    if early.status_code == 409:
+        assert early.json()["error"]["code"] == "job_not_finished"
+    await wait_done(client, pending_id)
+    fmt = await client.get(f"/api/v1/transcriptions/{pending_id}/download", params={"format": "docx"})
+    assert fmt.status_code == 422
+    hook = await client.post("/api/v1/transcriptions", files={"file": ("a.wav", b"x")},
+                             data={"sync": "false", "webhook_url": "ftp://x"})  # fmt: skip
+    assert hook.status_code == 422
+
+
+async def test_listing_and_stats(service):
+    client, *_ = service
+    ids = [await submit(client, "harvard_01.wav"), await submit(client, "harvard_02.wav")]
+    for job_id in ids:
+        await wait_done(client, job_id)
+    page = (await client.get("/api/v1/transcriptions", params={"limit": 1})).json()
+    assert len(page["items"]) == 1 and page["next_cursor"]
+    second = (await client.get("/api/v1/transcriptions", params={"limit": 1, "cursor": page["next_cursor"]})).json()
+    assert second["items"][0]["id"] != page["items"][0]["id"]
+    assert second["items"][0]["created_at"] <= page["items"][0]["created_at"]
+    found = (await client.get("/api/v1/transcriptions", params={"q": "harvard_02.wav", "status": "COMPLETED"})).json()
+    assert found["items"] and all(i["filename"] == "harvard_02.wav" for i in found["items"])
+    stats = (await client.get("/api/v1/stats")).json()
+    assert stats["last_24h"]["completed"] >= 2 and stats["last_24h"]["avg_processing_seconds"] > 0
+    assert "queue_depth" in stats and "processing" in stats
+
+
+async def test_webhook_is_signed_and_retried(service):
+    client, store, *_ = service
+    receiver = WebhookReceiver(statuses=[500, 503])  # fails twice, takes the third
+    try:
+        job_id = await submit(client, "harvard_03.wav", webhook_url=receiver.url)
+        await wait_done(client, job_id)
+        deadline = time.monotonic() + 30
+        while len(receiver.deliveries) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        receiver.close()
+    assert [d["answered"] for d in receiver.deliveries] == [500, 503, 200]
+    last = receiver.deliveries[-1]
+    assert verify(SECRET, last["body"], last["headers"]["X-STT-Signature"])
+    assert not verify("wrong-secret", last["body"], last["headers"]["X-STT-Signature"])
+    assert last["json"]["event"] == "job.completed" and last["json"]["id"] == job_id
+    assert "birch" not in last["json"]["result"]["text"] and last["json"]["result"]["text"]
+    await asyncio.sleep(0.3)
+    attempts = await store.deliveries(__import__("uuid").UUID(job_id))
+    assert [(a["attempt"], a["delivered"]) for a in attempts] == [(1, False), (2, False), (3, True)]
