@@ -119,6 +119,48 @@ class Transcriber:
         }
 
 
+def _job_parts(cfg: Settings):
+    """JobStore and BlobStore of a replica, from the shared settings."""
+    from serve_app.blobs import BlobStore
+    from serve_app.jobstore import JobStore
+
+    store = JobStore(cfg.database_url, min_size=cfg.db_pool_min, max_size=cfg.db_pool_max)
+    return store, BlobStore.from_settings(cfg)
+
+
+@serve.deployment
+class JobWorker:
+    """Runs async jobs from the PostgreSQL queue through the Preprocessor and Transcribers."""
+
+    async def __init__(self, preprocessor: DeploymentHandle, transcribers: dict[str, DeploymentHandle], settings: dict):
+        from serve_app.webhooks import WebhookSender
+        from serve_app.worker import JobWorker as Worker
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        cfg = Settings(**settings)
+        self.store, blobs = _job_parts(cfg)
+        self.worker = Worker(
+            self.store, blobs, RayBackend(preprocessor, transcribers),
+            webhooks=WebhookSender(
+                cfg.webhook_secret, max_attempts=cfg.webhook_max_attempts,
+                backoff_seconds=cfg.webhook_backoff_seconds, timeout_seconds=cfg.webhook_timeout_seconds,
+            ),
+            lease_seconds=cfg.lease_seconds, concurrency=cfg.worker_concurrency,
+            poll_seconds=cfg.worker_poll_seconds,
+        )  # fmt: skip
+        self._loop = asyncio.get_running_loop().create_task(self.worker.run())
+
+    def check_health(self) -> None:
+        if self._loop.done():  # the loop never returns; if it did, restart this replica
+            raise RuntimeError(f"job loop stopped: {self._loop.exception()!r}")
+
+    def status(self) -> dict:
+        return {"owner": self.worker.owner, "running": len(self.worker._running), "processed": self.worker.processed}
+
+    async def __del__(self):
+        await self.worker.close()
+
+
 class RayBackend:
     """TranscriptionBackend over deployment handles."""
 
@@ -141,13 +183,24 @@ class RayBackend:
 class Ingress:
     """HTTP (FastAPI) and Python entry point."""
 
-    def __init__(self, preprocessor: DeploymentHandle, transcribers: dict[str, DeploymentHandle], settings: dict):
+    def __init__(
+        self,
+        preprocessor: DeploymentHandle,
+        transcribers: dict[str, DeploymentHandle],
+        settings: dict,
+        worker: DeploymentHandle | None = None,
+    ):
+        from serve_app.jobs import JobService
+
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         self.settings = Settings(**settings)
         self.backend = RayBackend(preprocessor, transcribers)
+        self.worker = worker  # held so `status()` can reach it; jobs reach it through PostgreSQL
+        store, blobs = _job_parts(self.settings)
+        self.jobs = JobService(store, blobs, self.backend, max_attempts=self.settings.job_max_attempts)
 
     def __serve_build_asgi_app__(self):
-        self.api = create_app(self.backend, self.settings)
+        self.api = create_app(self.backend, self.settings, jobs=self.jobs)
         return self.api
 
     async def transcribe(
@@ -172,6 +225,9 @@ class Ingress:
             transcript, id=uuid.uuid4().hex, model=spec.name, processing_time=time.perf_counter() - started
         )
 
+    async def worker_status(self) -> dict | None:
+        return await self.worker.status.remote() if self.worker else None
+
     async def batch_stats(self) -> dict[str, dict]:
         names = list(self.backend.transcribers)
         stats = await asyncio.gather(*(self.backend.transcribers[n].batch_stats.remote() for n in names))
@@ -190,7 +246,12 @@ def _deployment_options(section: dict) -> dict:
 
 def build_app(args: dict | None = None) -> Application:
     """The application: ``args`` override STT_* settings (serve_config.yaml's ``args``)."""
+    from serve_app.database import database_url
+
     settings = Settings(**(args or {}))
+    # With no database configured, an embedded PostgreSQL starts here, in the process that
+    # builds the app (it lives as long as that process), and every replica gets its URL.
+    settings = settings.model_copy(update={"database_url": database_url(settings)})
     profile = load_profile(settings.profile)
     catalog = ModelCatalog.load(settings.catalog_path, settings.cache_dir)
     for name in settings.models:
@@ -214,4 +275,13 @@ def build_app(args: dict | None = None) -> Application:
         for name in settings.models
     }
     preprocessor = Preprocessor.options(**_deployment_options(profile["preprocessor"])).bind(shared)
-    return Ingress.options(**_deployment_options(profile["ingress"])).bind(preprocessor, transcribers, shared)
+    worker_options = _deployment_options(profile.get("worker", {}))
+    worker_options["num_replicas"] = settings.worker_replicas
+    worker_options.pop("autoscaling_config", None)
+    apps = {}
+    if settings.worker_replicas:
+        # Not called by anything: bound so it deploys; it pulls its work from PostgreSQL.
+        apps["worker"] = JobWorker.options(**worker_options).bind(preprocessor, transcribers, shared)
+    return Ingress.options(**_deployment_options(profile["ingress"])).bind(
+        preprocessor, transcribers, shared, apps.get("worker")
+    )

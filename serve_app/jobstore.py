@@ -199,9 +199,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 class JobStore:
-    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10):
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10, auto_migrate: bool = True):
         self.dsn = dsn
         self.min_size, self.max_size = min_size, max_size
+        # Migrate when the pool is first made, so a service that starts while the database is
+        # down answers 503 and then sets itself up once the database is back.
+        self.auto_migrate = auto_migrate
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
 
@@ -210,10 +213,18 @@ class JobStore:
         if self._pool is None:
             async with self._pool_lock:
                 if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
+                    pool = await asyncpg.create_pool(
                         self.dsn, min_size=self.min_size, max_size=self.max_size,
                         timeout=5, command_timeout=30,
                     )  # fmt: skip
+                    if self.auto_migrate:
+                        try:
+                            async with pool.acquire() as conn:
+                                await self._migrate(conn)
+                        except BaseException:
+                            await pool.close()
+                            raise
+                    self._pool = pool
         return self._pool
 
     @contextlib.asynccontextmanager
@@ -228,6 +239,14 @@ class JobStore:
                 f"The job database is unavailable ({type(exc).__name__}); retry shortly."
             ) from exc
 
+    async def ping(self) -> bool:
+        try:
+            async with self.connection() as conn:
+                await conn.fetchval("SELECT 1")
+            return True
+        except DatabaseUnavailable:
+            return False
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
@@ -235,22 +254,25 @@ class JobStore:
 
     async def migrate(self) -> list[int]:
         """Apply serve_app/migrations/NNN_name.sql not applied yet, in order, each atomically."""
+        async with self.connection() as conn:
+            return await self._migrate(conn)
+
+    async def _migrate(self, conn: asyncpg.Connection) -> list[int]:
         files = sorted(
             (int(f.name.split("_", 1)[0]), f.name, f.read_text())
             for f in resources.files("serve_app.migrations").iterdir()
             if f.name.endswith(".sql")
         )
         applied_now = []
-        async with self.connection() as conn:
+        async with conn.transaction():
+            await conn.execute(_MIGRATION_LOCK)  # replicas starting together take turns
             await conn.execute(_MIGRATIONS_TABLE)
-            async with conn.transaction():
-                await conn.execute(_MIGRATION_LOCK)  # replicas starting together take turns
-                done = {r["version"] for r in await conn.fetch(_APPLIED)}
-                for version, name, sql in files:
-                    if version not in done:
-                        await conn.execute(sql)
-                        await conn.execute(_RECORD_MIGRATION, version, name)
-                        applied_now.append(version)
+            done = {r["version"] for r in await conn.fetch(_APPLIED)}
+            for version, name, sql in files:
+                if version not in done:
+                    await conn.execute(sql)
+                    await conn.execute(_RECORD_MIGRATION, version, name)
+                    applied_now.append(version)
         return applied_now
 
     # -- API side ------------------------------------------------------------------------------

