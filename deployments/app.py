@@ -15,13 +15,14 @@ from typing import Any
 import yaml
 from ray import serve
 from ray.serve import Application
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.api import create_app
 from serve_app.audio import PreparedAudio
 from serve_app.catalog import ModelCatalog
 from serve_app.engine import DecodeOptions, Segment, Transcript
-from serve_app.errors import unwrap
+from serve_app.errors import Overloaded, unwrap
 from serve_app.preprocess import PrepareOptions
 from serve_app.schemas import TranscriptionResult
 from serve_app.settings import REPO_ROOT, Settings
@@ -174,8 +175,16 @@ class RayBackend:
         prepared = self.preprocessor.prepare.remote(audio, prepare)
         try:
             return await self.transcribers[model].transcribe.remote(prepared, options)
+        except (BackPressureError, DeploymentUnavailableError) as exc:
+            # Queues are full (max_queued_requests): tell the client to come back, now.
+            raise Overloaded(
+                f"The {model} transcriber is at capacity; retry in a few seconds."
+            ) from exc
         except Exception as exc:  # Ray wraps remote errors; surface the client's error
-            raise unwrap(exc) from None
+            cause = unwrap(exc)
+            if isinstance(cause, (BackPressureError, DeploymentUnavailableError)):
+                raise Overloaded("The service is at capacity; retry in a few seconds.") from exc
+            raise cause from None
 
 
 @serve.deployment
@@ -240,7 +249,8 @@ def load_profile(name: str) -> dict[str, Any]:
 
 
 def _deployment_options(section: dict) -> dict:
-    keys = ("num_replicas", "ray_actor_options", "max_ongoing_requests", "autoscaling_config")
+    keys = ("num_replicas", "ray_actor_options", "max_ongoing_requests", "max_queued_requests",
+            "autoscaling_config")  # fmt: skip
     return {k: section[k] for k in keys if k in section}
 
 

@@ -1,0 +1,277 @@
+"""Side-by-side benchmark, one command, one run, same audio, model and machine:
+
+  (a) WhisperX's default pipeline run by hand (pyannote VAD, batch 8)
+  (b) faster-whisper's BatchedInferencePipeline run by hand (batch 8): the strongest bare baseline
+  (c) the service over HTTP at concurrency 1, 4 and 16
+
+For each: audio seconds per wall second (x real time), p50/p95 request latency, WER against the
+corpus transcripts; plus a lone ~5 s request, (b) against the service at concurrency 1.
+Prints a table and writes docs/PERFORMANCE.md and docs/performance.png.
+
+    python -m loadtests.bench                 # starts the service itself (local Ray, temp data)
+    python -m loadtests.bench --url http://127.0.0.1:8000   # measure a running service
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import httpx  # noqa: E402
+
+from loadtests.corpus import build  # noqa: E402
+from serve_app.audio import decode  # noqa: E402
+from tests.speech import corpus_wer  # noqa: E402
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+MODEL, BEAM, BATCH, THREADS = "tiny.en", 5, 8, 2
+LONE = "harvard_04.wav"  # 4.96 s
+
+
+@dataclass
+class Run:
+    name: str
+    audio_seconds: float
+    wall_seconds: float
+    latencies: list[float] = field(default_factory=list)
+    wer: float = 0.0
+
+    @property
+    def xrt(self) -> float:
+        return self.audio_seconds / self.wall_seconds
+
+    def pct(self, q: float) -> float:
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
+
+
+def model_dir() -> str:
+    from serve_app.catalog import ModelCatalog
+    from serve_app.settings import Settings
+
+    s = Settings()
+    return ModelCatalog.load(s.catalog_path, s.cache_dir).resolve(MODEL)
+
+
+def sequential(name: str, corpus: dict, transcribe) -> Run:
+    total = sum(v["seconds"] for v in corpus.values())
+    pairs, latencies = [], []
+    started = time.perf_counter()
+    for path, meta in corpus.items():
+        t0 = time.perf_counter()
+        text = transcribe(Path(path).read_bytes())
+        latencies.append(time.perf_counter() - t0)
+        pairs.append((meta["text"], text))
+    return Run(name, total, time.perf_counter() - started, latencies, corpus_wer(pairs))
+
+
+def whisperx_default(corpus: dict) -> tuple[Run, callable]:
+    import whisperx
+
+    pipe = whisperx.load_model(
+        model_dir(), "cpu", compute_type="int8", language="en", vad_method="pyannote",
+        threads=THREADS, asr_options={"beam_size": BEAM},
+    )  # fmt: skip
+
+    def transcribe(data: bytes) -> str:
+        result = pipe.transcribe(decode(data), batch_size=BATCH, language="en")
+        return " ".join(s["text"].strip() for s in result["segments"])
+
+    transcribe(Path(next(iter(corpus))).read_bytes())  # warm-up
+    return sequential("(a) WhisperX default pipeline", corpus, transcribe), transcribe
+
+
+def faster_whisper_batched(corpus: dict) -> tuple[Run, callable]:
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    pipe = BatchedInferencePipeline(
+        WhisperModel(model_dir(), device="cpu", compute_type="int8", cpu_threads=THREADS)
+    )
+
+    def transcribe(data: bytes) -> str:
+        segments, _ = pipe.transcribe(decode(data), language="en", beam_size=BEAM, batch_size=BATCH)
+        return " ".join(s.text.strip() for s in segments)
+
+    transcribe(Path(next(iter(corpus))).read_bytes())
+    return sequential("(b) faster-whisper batched", corpus, transcribe), transcribe
+
+
+def service_run(url: str, corpus: dict, concurrency: int) -> Run:
+    items = list(corpus.items())
+    total = sum(v["seconds"] for _, v in items)
+
+    def one(item):
+        path, meta = item
+        with httpx.Client(base_url=url, timeout=900) as client:
+            t0 = time.perf_counter()
+            r = client.post(
+                "/api/v1/transcriptions",
+                files={"file": (Path(path).name, Path(path).read_bytes())},
+                data={"model": MODEL, "language": "en", "beam_size": str(BEAM)},
+            )
+            r.raise_for_status()
+            return time.perf_counter() - t0, meta["text"], r.json()["text"]
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        out = list(pool.map(one, items))
+    wall = time.perf_counter() - started
+    return Run(
+        f"(c) service, concurrency {concurrency}", total, wall,
+        [o[0] for o in out], corpus_wer([(o[1], o[2]) for o in out]),
+    )  # fmt: skip
+
+
+def lone_latency(transcribe, data: bytes, n: int = 7) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        transcribe(data)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def start_service(data_dir: str) -> tuple[str, callable]:
+    import ray
+    from ray import serve
+
+    from deployments.app import APP_NAME, build_app
+    from tests.conftest import free_port
+
+    port = free_port()
+    root = str(Path(__file__).resolve().parents[1])
+    ray.init(include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "PYTHONPATH": root}})  # fmt: skip
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"data_dir": data_dir}), name=APP_NAME, route_prefix="/")
+
+    def stop():
+        serve.shutdown()
+        ray.shutdown()
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+def report(runs: list[Run], lone: dict[str, float], corpus: dict) -> str:
+    a, b = runs[0], runs[1]
+    best = [r for r in runs if "16" in r.name]
+    c16 = best[0] if best else runs[-1]
+    short = sum(1 for p in corpus if p.endswith(".wav"))
+    lines = [
+        "# Performance",
+        "",
+        f"Measured by `python -m loadtests.bench` on {time.strftime('%Y-%m-%d')}, "
+        f"{platform.machine()}, {os.cpu_count()} cores, no GPU. Model {MODEL} int8, beam {BEAM}, "
+        f"{THREADS} CPU threads, batch {BATCH} for the bare pipelines. Corpus: {short} short files and "
+        f"{len(corpus) - short} long ones, {a.audio_seconds:.0f} s of Piper speech "
+        "(loadtests/corpus.py). All rows come from the same run on the same machine.",
+        "",
+        "| pipeline | x real time | p50 latency (s) | p95 latency (s) | WER % |",
+        "|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(f"| {r.name} | {r.xrt:.1f} | {r.pct(0.5):.2f} | {r.pct(0.95):.2f} | {r.wer:.2f} |")
+    lines += [
+        "",
+        "Ratios (same run):",
+        "",
+        f"- service at concurrency 16 / (b): **{c16.xrt / b.xrt:.2f}x** throughput (target >= 1.0)",
+        f"- service at concurrency 16 / (a): **{c16.xrt / a.xrt:.2f}x** throughput (target >= 3)",
+        f"- service WER - (b) WER: **{c16.wer - b.wer:+.2f}** points (target <= +1)",
+        f"- lone ~5 s request, p50: service {lone['service']:.2f} s, (b) {lone['bare']:.2f} s: "
+        f"**{lone['service'] / lone['bare']:.2f}x** (target <= 2)",
+        "",
+        "![throughput](performance.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(runs: list[Run], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    names = [r.name.replace(", concurrency", "\nconc.") for r in runs]
+    bars = ax.barh(names, [r.xrt for r in runs], color=["#999", "#777"] + ["#2a7"] * (len(runs) - 2))
+    ax.bar_label(bars, fmt="%.1fx")
+    ax.invert_yaxis()
+    ax.set_xlabel("audio seconds per wall second (x real time), higher is better")
+    ax.set_title(f"{MODEL} int8 on {os.cpu_count()} CPU cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="measure this running service instead of starting one")
+    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--skip-whisperx", action="store_true", help="leave out (a) (slow)")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+
+    corpus = build()
+    lone_bytes = (Path(__file__).resolve().parents[1] / "tests" / "data" / LONE).read_bytes()
+    print(f"corpus: {len(corpus)} files, {sum(v['seconds'] for v in corpus.values()):.0f} s", flush=True)
+    runs, lone = [], {}
+    # Baselines first, alone on the machine, then the service.
+    if not args.skip_whisperx:
+        run, _ = whisperx_default(corpus)
+        runs.append(run)
+        print(f"{run.name}: {run.xrt:.1f}x, WER {run.wer:.2f}", flush=True)
+    run, bare = faster_whisper_batched(corpus)
+    runs.append(run)
+    print(f"{run.name}: {run.xrt:.1f}x, WER {run.wer:.2f}", flush=True)
+    lone["bare"] = lone_latency(bare, lone_bytes)
+    del bare
+
+    stop = None
+    url = args.url
+    if url is None:
+        url, stop = start_service(tempfile.mkdtemp(prefix="stt-bench-"))
+    try:
+        with httpx.Client(base_url=url, timeout=900) as client:
+            warm = {"file": (LONE, lone_bytes)}
+            client.post("/api/v1/transcriptions", files=warm, data={"model": MODEL}).raise_for_status()
+
+            def via_service(data: bytes) -> str:
+                r = client.post("/api/v1/transcriptions", files={"file": (LONE, data)},
+                                data={"model": MODEL, "language": "en", "beam_size": str(BEAM)})  # fmt: skip
+                return r.json()["text"]
+
+            lone["service"] = lone_latency(via_service, lone_bytes)
+        for c in [int(x) for x in args.concurrency.split(",")]:
+            run = service_run(url, corpus, c)
+            runs.append(run)
+            print(f"{run.name}: {run.xrt:.1f}x, p50 {run.pct(0.5):.2f}s, WER {run.wer:.2f}", flush=True)
+    finally:
+        if stop:
+            stop()
+
+    if args.skip_whisperx:
+        runs.insert(0, Run("(a) WhisperX default pipeline (skipped)", 1, float("inf")))
+    text = report(runs, lone, corpus)
+    print("\n" + text)
+    if not args.no_write:
+        (DOCS / "PERFORMANCE.md").write_text(text)
+        plot(runs, DOCS / "performance.png")
+        (DOCS / "performance.json").write_text(
+            json.dumps([{"name": r.name, "xrt": r.xrt, "p50": r.pct(0.5), "p95": r.pct(0.95),
+                         "wer": r.wer} for r in runs] + [{"lone": lone}], indent=1)  # fmt: skip
+        )
+
+
+if __name__ == "__main__":
+    main()
