@@ -158,6 +158,10 @@ class JobWorker:
     def status(self) -> dict:
         return {"owner": self.worker.owner, "running": len(self.worker._running), "processed": self.worker.processed}
 
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Read by deployments.autoscaling.job_backlog_policy."""
+        return {"queue_depth": float(self.worker.queue_depth), "running_jobs": float(len(self.worker._running))}
+
     async def __del__(self):
         await self.worker.close()
 
@@ -286,8 +290,8 @@ def build_app(args: dict | None = None) -> Application:
     }
     preprocessor = Preprocessor.options(**_deployment_options(profile["preprocessor"])).bind(shared)
     worker_options = _deployment_options(profile.get("worker", {}))
-    worker_options["num_replicas"] = settings.worker_replicas
-    worker_options.pop("autoscaling_config", None)
+    if "autoscaling_config" not in worker_options:
+        worker_options["num_replicas"] = settings.worker_replicas
     apps = {}
     if settings.worker_replicas:
         # Not called by anything: bound so it deploys; it pulls its work from PostgreSQL.

@@ -348,10 +348,13 @@ class JobStore:
             row = await conn.fetchrow(_DELETE, job_id, user_id)
         return Job.from_row(row) if row else None
 
-    async def stats(self) -> dict:
+    async def stats(self, *, day: bool = True) -> dict:
+        """The dashboard; ``day=False`` counts only what is queued and running (cheap)."""
         async with self.connection() as conn:
-            day = await conn.fetchrow(_STATS)
             active = {r["status"]: r["n"] for r in await conn.fetch(_ACTIVE)}
+            if not day:
+                return {"processing": active.get("PROCESSING", 0), "queue_depth": active.get("PENDING", 0)}
+            day = await conn.fetchrow(_STATS)
         return {
             "last_24h": {
                 "completed": day["completed"],

@@ -71,8 +71,10 @@ class Settings(BaseSettings):
     default_user: str = Field("default", description="user_id of jobs made without an API key.")
     job_max_attempts: int = Field(3, ge=1, description="Tries of a job before it is FAILED.")
     lease_seconds: float = Field(30.0, gt=0, description="Worker lease on a job; renewed at 1/3.")
-    worker_replicas: int = Field(1, ge=0, description="JobWorker replicas.")
-    worker_concurrency: int = Field(4, ge=1, description="Jobs one worker runs at once.")
+    worker_replicas: int = Field(
+        1, ge=0, description="JobWorker replicas when the profile does not autoscale them; 0: none."
+    )
+    worker_concurrency: int = Field(8, ge=1, description="Jobs one worker runs at once.")
     worker_poll_seconds: float = Field(5.0, gt=0, description="Fallback poll when NOTIFY is missed.")
     webhook_secret: str = Field("change-me", description="HMAC-SHA256 key of webhook signatures.")
     webhook_max_attempts: int = Field(5, ge=1)

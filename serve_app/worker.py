@@ -50,6 +50,7 @@ class JobWorker:
         self._background: set[asyncio.Task] = set()
         self._listener = None
         self.processed = 0
+        self.queue_depth = 0  # PENDING jobs at the last look, for autoscaling
 
     # -- loop ----------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -58,6 +59,7 @@ class JobWorker:
             try:
                 await self._ensure_listener()
                 await self.store.expire_leases()
+                self.queue_depth = (await self.store.stats(day=False))["queue_depth"]
                 while len(self._running) < self.concurrency:
                     job = await self.store.claim(self.owner, self.lease_seconds)
                     if job is None:
