@@ -57,7 +57,7 @@ def _count_chunks(items: list[tuple[PreparedAudio, DecodeOptions]]) -> int:
 class Transcriber:
     """One Whisper model; gathers the chunks of concurrent requests into shared batches."""
 
-    def __init__(self, model: str, settings: dict):
+    def __init__(self, model: str, settings: dict, engine: dict):
         from serve_app.engine import WhisperEngine
 
         cfg = Settings(**settings)
@@ -68,9 +68,19 @@ class Transcriber:
             multilingual=catalog.get(model).multilingual,
             device=cfg.resolved_device,
             compute_type=cfg.resolved_compute_type,
-            cpu_threads=cfg.cpu_threads,
+            cpu_threads=engine["cpu_threads"],
+            num_workers=engine["model_workers"],
         )
         self.max_batch_size = 16
+        # One batch in flight per model worker: while one decodes, the next gathers, and with
+        # several workers they decode at once. Built here because the count is configuration.
+        # Called positionally only: with batch_size_fn set, a keyword call kills the batch loop.
+        self._batched = serve.batch(
+            max_batch_size=self.max_batch_size,
+            batch_wait_timeout_s=0.05,
+            batch_size_fn=_count_chunks,
+            max_concurrent_batches=engine["model_workers"],
+        )(self._decode_batch)
 
     def reconfigure(self, config: dict) -> None:
         """Batch limits from user_config: change them with `serve deploy`, no restart."""
@@ -105,9 +115,7 @@ class Transcriber:
     def _detect(self, samples):
         return self.engine.detect_languages(self.engine.features(samples)[None])
 
-    # Called positionally only: with batch_size_fn set, a keyword call kills the batch loop.
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05, batch_size_fn=_count_chunks)
-    async def _batched(self, items: list[tuple[PreparedAudio, DecodeOptions]]) -> list[Transcript]:
+    async def _decode_batch(self, items: list[tuple[PreparedAudio, DecodeOptions]]) -> list[Transcript]:
         return await asyncio.to_thread(self.engine.transcribe_many, items)
 
     def batch_stats(self) -> dict:
@@ -278,13 +286,18 @@ def build_app(args: dict | None = None) -> Application:
         "batch_wait_timeout_s": settings.batch_wait_timeout_s or tr.pop("batch_wait_timeout_s", 0.05),
         "decode_batch_size": tr.pop("decode_batch_size", 4),
     }
+    engine = {
+        "cpu_threads": settings.cpu_threads or tr.pop("cpu_threads", 2),
+        "model_workers": settings.model_workers or tr.pop("model_workers", 1),
+    }
+    tr.pop("cpu_threads", None), tr.pop("model_workers", None)
     tr_options = _deployment_options(tr)
     tr_options["max_ongoing_requests"] = max(
-        tr_options.get("max_ongoing_requests", 0), 4 * batch["max_batch_size"]
-    )
+        tr_options.get("max_ongoing_requests", 0), 2 * engine["model_workers"] * batch["max_batch_size"]
+    )  # >= max_batch_size x max_concurrent_batches, with room for the next batches
     transcribers = {
         name: Transcriber.options(name=transcriber_name(name), user_config=batch, **tr_options).bind(
-            name, shared
+            name, shared, engine
         )
         for name in settings.models
     }

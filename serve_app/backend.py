@@ -38,7 +38,7 @@ class LocalBackend:
                 multilingual=spec.multilingual,
                 device=self.settings.resolved_device,
                 compute_type=self.settings.resolved_compute_type,
-                cpu_threads=self.settings.cpu_threads,
+                cpu_threads=self.settings.cpu_threads or 2,
             )
         return self._engines[model]
 

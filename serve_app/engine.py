@@ -94,6 +94,7 @@ class WhisperEngine:
         device: str = "cpu",
         compute_type: str = "int8",
         cpu_threads: int = 2,
+        num_workers: int = 1,
         decode_batch_size: int = 8,
     ):
         # Imported here: torch and CTranslate2 take seconds to import and the API never needs them.
@@ -106,6 +107,7 @@ class WhisperEngine:
             device=device,
             compute_type=compute_type,
             cpu_threads=cpu_threads,
+            num_workers=num_workers,
             local_files_only=True,
         )
         self.multilingual = multilingual
@@ -113,7 +115,10 @@ class WhisperEngine:
         self.n_mels = self.model.feat_kwargs.get("feature_size") or 80
         self.stats = BatchStats()
         self._tokenizers: dict[tuple[str, str], object] = {}
-        self._lock = threading.Lock()  # one decode at a time per model; CTranslate2 owns the cores
+        # CTranslate2 runs up to num_workers calls truly in parallel (each on cpu_threads); on a
+        # small CPU two single-threaded decodes keep the cores busier than one two-threaded one.
+        self._slots = threading.Semaphore(num_workers)
+        self._stats_lock = threading.Lock()
 
     # -- pieces -----------------------------------------------------------------------------
     def features(self, samples: np.ndarray) -> np.ndarray:
@@ -171,7 +176,7 @@ class WhisperEngine:
         Chunks of all requests with equal options are decoded together in batches of up to
         ``decode_batch_size``: the cross-request batching the service's throughput rests on.
         """
-        with self._lock:
+        with self._slots:
             return self._transcribe_many(requests)
 
     def _transcribe_many(self, requests):
@@ -196,7 +201,8 @@ class WhisperEngine:
                 decoded = self.decode(np.stack([j.features for j in part]), opts)
                 for job, (text, logprob) in zip(part, decoded):
                     job.text, job.avg_logprob = text, logprob
-                self.stats.record(len(part), len({j.request for j in part}))
+                with self._stats_lock:
+                    self.stats.record(len(part), len({j.request for j in part}))
 
         results = []
         for i, (audio, _) in enumerate(requests):

@@ -41,7 +41,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path.home() / ".local" / "share" / "speechtotext", description="Jobs, blobs, database."
     )
-    cpu_threads: int = Field(2, description="CTranslate2 intra-op threads per Transcriber.")
+    cpu_threads: int | None = Field(
+        None, description="CTranslate2 threads per decode; default from the profile (cpu: 1)."
+    )
+    model_workers: int | None = Field(
+        None, description="Decodes one Transcriber runs at once; default from the profile (cpu: 2)."
+    )
     beam_size: int = Field(5, ge=1, le=10, description="Beam size of the decoder.")
     vad_method: Literal["silero", "pyannote"] = Field(
         "silero", description="Voice activity detector run by the Preprocessor."
