@@ -1,0 +1,62 @@
+"""Full queues answer 503 with Retry-After instead of timing out.
+
+The real Ray Serve queue limit (max_queued_requests) is exercised on a small probe deployment
+in the test cluster, standing in for a saturated Transcriber so the shared app is not
+disturbed; the RayBackend and the HTTP app in front of it are the service's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from ray import serve
+
+from deployments.app import RayBackend
+from serve_app.api import create_app
+from serve_app.errors import Overloaded
+from serve_app.settings import Settings
+from tests.speech import audio
+
+
+@serve.deployment(max_ongoing_requests=1, max_queued_requests=1)
+class SlowStage:
+    async def prepare(self, data, options):
+        await asyncio.sleep(2)
+        return data
+
+    async def transcribe(self, prepared, options):
+        await asyncio.sleep(2)
+        raise AssertionError("not reached in this test")
+
+
+@pytest.fixture(scope="module")
+def probe(service):
+    handle = serve.run(SlowStage.bind(), name="backpressure-probe", route_prefix=None)
+    yield handle
+    serve.delete("backpressure-probe")
+
+
+async def test_full_queue_is_503_with_retry_after(probe, catalog):
+    backend = RayBackend(probe, {"tiny.en": probe})
+    settings = Settings()
+    app = create_app(backend, settings, catalog)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://stt", timeout=60) as client:
+        responses = await asyncio.gather(
+            *(client.post("/api/v1/transcriptions", files={"file": ("a.wav", audio("harvard_01.wav"))})
+              for _ in range(6))  # fmt: skip
+        )
+    overloaded = [r for r in responses if r.status_code == 503]
+    assert overloaded, [r.status_code for r in responses]
+    assert overloaded[0].json()["error"]["code"] == "overloaded"
+    assert int(overloaded[0].headers["retry-after"]) > 0
+
+
+async def test_backend_raises_overloaded(probe):
+    backend = RayBackend(probe, {"tiny.en": probe})
+    results = await asyncio.gather(
+        *(backend.transcribe(b"x", "tiny.en", None, None) for _ in range(6)), return_exceptions=True
+    )
+    assert any(isinstance(r, Overloaded) for r in results), results
