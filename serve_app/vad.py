@@ -41,17 +41,16 @@ class PyannoteVad:
 
     def __init__(self, onset: float = 0.5, offset: float = 0.363, device: str = "cpu"):
         import torch
-        from whisperx.vads.pyannote import Pyannote
+        from whisperx.vads.pyannote import Binarize, Pyannote
 
         self._vad = Pyannote(torch.device(device), token=None, vad_onset=onset, vad_offset=offset)
-        self._onset, self._offset = onset, offset
+        # WhisperX binarizes the frame scores with a min-cut at 30 s (its merge_chunks).
+        self._binarize = Binarize(max_duration=MAX_CHUNK_SECONDS, onset=onset, offset=offset)
 
     def speech(self, samples: np.ndarray) -> list[tuple[float, float]]:
         waveform = self._vad.preprocess_audio(samples)
-        segments = self._vad({"waveform": waveform, "sample_rate": SAMPLE_RATE})
-        return [(float(s.start), float(s.end)) for s in segments.get_timeline()] if hasattr(
-            segments, "get_timeline"
-        ) else [(float(s.start), float(s.end)) for s in segments]
+        scores = self._vad({"waveform": waveform, "sample_rate": SAMPLE_RATE})
+        return [(float(s.start), float(s.end)) for s in self._binarize(scores).get_timeline()]
 
 
 def load_vad(method: str, device: str = "cpu") -> VoiceActivityDetector:

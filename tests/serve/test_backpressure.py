@@ -20,7 +20,7 @@ from serve_app.settings import Settings
 from tests.speech import audio
 
 
-@serve.deployment(max_ongoing_requests=1, max_queued_requests=1)
+@serve.deployment(max_ongoing_requests=1, max_queued_requests=1, ray_actor_options={"num_cpus": 0})
 class SlowStage:
     async def prepare(self, data, options):
         await asyncio.sleep(2)
