@@ -64,6 +64,16 @@ class ModelUnavailable(ServiceError):
     code = "model_unavailable"
 
 
+class JobNotFound(ServiceError):
+    status_code = 404
+    code = "job_not_found"
+
+
+class JobNotFinished(ServiceError):
+    status_code = 409
+    code = "job_not_finished"
+
+
 class Overloaded(ServiceError):
     status_code = 503
     code = "overloaded"

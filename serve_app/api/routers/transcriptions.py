@@ -10,7 +10,13 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from serve_app.api.dependencies import Context, ServiceContext
-from serve_app.errors import InvalidAudio, InvalidParameter, PayloadTooLarge, ServiceError
+from serve_app.errors import (
+    InvalidAudio,
+    InvalidParameter,
+    JobNotFinished,
+    JobNotFound,
+    PayloadTooLarge,
+)
 from serve_app.formats import MEDIA_TYPES, RENDERERS
 from serve_app.jobstore import STATUSES
 from serve_app.preprocess import PrepareOptions
@@ -22,16 +28,6 @@ ResponseFormat = Literal["json", "text", "srt", "vtt", "tsv"]
 DownloadFormat = Literal["json", "txt", "text", "srt", "vtt", "tsv"]
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 422, 503)}
 READ_BLOCK = 1 << 20
-
-
-class JobNotFound(ServiceError):
-    status_code = 404
-    code = "job_not_found"
-
-
-class JobNotFinished(ServiceError):
-    status_code = 409
-    code = "job_not_finished"
 
 
 async def read_upload(file: UploadFile, limit_mb: int) -> bytes:
