@@ -86,7 +86,9 @@ def test_job_survives_its_worker_being_killed(service):
         while client.get(f"/api/v1/transcriptions/{job_id}").json()["status"] != "PROCESSING":
             assert time.monotonic() < deadline
             time.sleep(0.1)
-    assert _kill_job_workers() == 1
+    # Every JobWorker replica (the backlog may have scaled them to two), so the one holding
+    # the job is surely among them.
+    assert _kill_job_workers() >= 1
     body = wait_all(service, [job_id], timeout=300)[job_id]
     assert body["status"] == "COMPLETED"
     assert body["attempts"] == 2  # the dead worker's lease expired and a new worker reclaimed it
