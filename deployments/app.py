@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -61,6 +62,11 @@ class Transcriber:
         from serve_app.engine import WhisperEngine
 
         cfg = Settings(**settings)
+        if engine.get("nice"):
+            # Decoding takes whatever CPU is left; the API, Preprocessor and JobWorker (also
+            # Ray workers, at the same priority) come first, so health and status calls stay
+            # fast while the models are saturated. Throughput is unchanged: the cores stay busy.
+            os.nice(int(engine["nice"]))
         catalog = ModelCatalog.load(cfg.catalog_path, cfg.cache_dir)
         self.model = model
         self.engine = WhisperEngine(
@@ -289,6 +295,7 @@ def build_app(args: dict | None = None) -> Application:
     engine = {
         "cpu_threads": settings.cpu_threads or tr.pop("cpu_threads", 2),
         "model_workers": settings.model_workers or tr.pop("model_workers", 1),
+        "nice": tr.pop("nice", 0),
     }
     tr.pop("cpu_threads", None), tr.pop("model_workers", None)
     tr_options = _deployment_options(tr)

@@ -265,7 +265,11 @@ def main() -> None:
     text = report(runs, lone, corpus)
     print("\n" + text)
     if not args.no_write:
-        (DOCS / "PERFORMANCE.md").write_text(text)
+        # Sections written by hand after the marker (Locust figures, GPU runs) are kept.
+        marker = "<!-- end of bench output -->"
+        old = (DOCS / "PERFORMANCE.md").read_text() if (DOCS / "PERFORMANCE.md").exists() else ""
+        kept = old.split(marker, 1)[1] if marker in old else "\n"
+        (DOCS / "PERFORMANCE.md").write_text(text + marker + kept)
         plot(runs, DOCS / "performance.png")
         (DOCS / "performance.json").write_text(
             json.dumps([{"name": r.name, "xrt": r.xrt, "p50": r.pct(0.5), "p95": r.pct(0.95),
