@@ -9,6 +9,8 @@ import asyncio
 import logging
 import os
 import re
+import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -240,9 +242,6 @@ class Ingress:
         prompt: str | None = None,
     ) -> TranscriptionResult:
         """Python callers: ``serve.get_app_handle("speechtotext").transcribe.remote(bytes)``."""
-        import time
-        import uuid
-
         ctx = self.api.state.context
         started = time.perf_counter()
         spec = ctx.model_spec(model)
