@@ -171,9 +171,6 @@ class JobWorker:
         if self._loop.done():  # the loop never returns; if it did, restart this replica
             raise RuntimeError(f"job loop stopped: {self._loop.exception()!r}")
 
-    def status(self) -> dict:
-        return {"owner": self.worker.owner, "running": len(self.worker._running), "processed": self.worker.processed}
-
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """Read by deployments.autoscaling.job_backlog_policy."""
         return {"queue_depth": float(self.worker.queue_depth), "running_jobs": float(len(self.worker._running))}
@@ -195,14 +192,10 @@ class RayBackend:
         prepared = self.preprocessor.prepare.remote(audio, prepare)
         try:
             return await self.transcribers[model].transcribe.remote(prepared, options)
-        except (BackPressureError, DeploymentUnavailableError) as exc:
-            # Queues are full (max_queued_requests): tell the client to come back, now.
-            raise Overloaded(
-                f"The {model} transcriber is at capacity; retry in a few seconds."
-            ) from exc
         except Exception as exc:  # Ray wraps remote errors; surface the client's error
             cause = unwrap(exc)
             if isinstance(cause, (BackPressureError, DeploymentUnavailableError)):
+                # A queue is full (max_queued_requests): tell the client to come back, now.
                 raise Overloaded("The service is at capacity; retry in a few seconds.") from exc
             raise cause from None
 
@@ -224,7 +217,8 @@ class Ingress:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         self.settings = Settings(**settings)
         self.backend = RayBackend(preprocessor, transcribers)
-        self.worker = worker  # held so `status()` can reach it; jobs reach it through PostgreSQL
+        # `worker` is bound here only so that Serve deploys the JobWorker; jobs reach it
+        # through PostgreSQL, never through this handle.
         store, blobs = _job_parts(self.settings)
         self.jobs = JobService(store, blobs, self.backend, max_attempts=self.settings.job_max_attempts)
 
@@ -250,9 +244,6 @@ class Ingress:
         return TranscriptionResult.from_transcript(
             transcript, id=uuid.uuid4().hex, model=spec.name, processing_time=time.perf_counter() - started
         )
-
-    async def worker_status(self) -> dict | None:
-        return await self.worker.status.remote() if self.worker else None
 
     async def batch_stats(self) -> dict[str, dict]:
         names = list(self.backend.transcribers)
@@ -292,11 +283,12 @@ def build_app(args: dict | None = None) -> Application:
         "decode_batch_size": tr.pop("decode_batch_size", 4),
     }
     engine = {
-        "cpu_threads": settings.cpu_threads or tr.pop("cpu_threads", 2),
-        "model_workers": settings.model_workers or tr.pop("model_workers", 1),
+        "cpu_threads": tr.pop("cpu_threads", 2),
+        "model_workers": tr.pop("model_workers", 1),
         "nice": tr.pop("nice", 0),
     }
-    tr.pop("cpu_threads", None), tr.pop("model_workers", None)
+    engine["cpu_threads"] = settings.cpu_threads or engine["cpu_threads"]
+    engine["model_workers"] = settings.model_workers or engine["model_workers"]
     tr_options = _deployment_options(tr)
     tr_options["max_ongoing_requests"] = max(
         tr_options.get("max_ongoing_requests", 0), 2 * engine["model_workers"] * batch["max_batch_size"]
@@ -311,10 +303,11 @@ def build_app(args: dict | None = None) -> Application:
     worker_options = _deployment_options(profile.get("worker", {}))
     if "autoscaling_config" not in worker_options:
         worker_options["num_replicas"] = settings.worker_replicas
-    apps = {}
-    if settings.worker_replicas:
-        # Not called by anything: bound so it deploys; it pulls its work from PostgreSQL.
-        apps["worker"] = JobWorker.options(**worker_options).bind(preprocessor, transcribers, shared)
+    worker = (
+        JobWorker.options(**worker_options).bind(preprocessor, transcribers, shared)
+        if settings.worker_replicas
+        else None
+    )
     return Ingress.options(**_deployment_options(profile["ingress"])).bind(
-        preprocessor, transcribers, shared, apps.get("worker")
+        preprocessor, transcribers, shared, worker
     )

@@ -366,11 +366,6 @@ class JobStore:
             "queue_depth": active.get("PENDING", 0),
         }
 
-    async def explain(self, sql: str, *args) -> str:
-        async with self.connection() as conn:
-            rows = await conn.fetch("EXPLAIN " + sql, *args)
-        return "\n".join(r[0] for r in rows)
-
     # -- worker side ---------------------------------------------------------------------------
     async def expire_leases(self) -> list[tuple[uuid.UUID, str]]:
         async with self.connection() as conn:

@@ -22,9 +22,6 @@ from serve_app.settings import Settings
 
 log = logging.getLogger("speechtotext.access")
 
-# Ray Serve's own exceptions, matched by name so this module stays importable without Ray.
-_OVERLOAD_ERRORS = {"BackPressureError", "DeploymentUnavailableError"}
-
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
@@ -79,10 +76,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         cause = unwrap(exc)
         if isinstance(cause, ServiceError):
             return await service_error(request, cause)
-        if type(cause).__name__ in _OVERLOAD_ERRORS or type(exc).__name__ in _OVERLOAD_ERRORS:
-            return error_response(
-                503, "overloaded", "The service is at capacity; retry shortly.", {"Retry-After": "5"}
-            )
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", f"Internal error ({type(cause).__name__}).")
 
