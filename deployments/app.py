@@ -24,7 +24,7 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.api import create_app
 from serve_app.audio import PreparedAudio
 from serve_app.catalog import ModelCatalog
-from serve_app.engine import DecodeOptions, Segment, Transcript
+from serve_app.engine import DecodeOptions, Transcript, join_pieces
 from serve_app.errors import Overloaded, unwrap
 from serve_app.preprocess import PrepareOptions
 from serve_app.schemas import TranscriptionResult
@@ -98,6 +98,20 @@ class Transcriber:
         self.engine.decode_batch_size = int(config.get("decode_batch_size", self.engine.decode_batch_size))
 
     async def transcribe(self, audio: PreparedAudio, options: DecodeOptions) -> Transcript:
+        options, probability, pieces = await self._start(audio, options)
+        return join_pieces(await asyncio.gather(*pieces), options, probability)
+
+    async def transcribe_stream(self, audio: PreparedAudio, options: DecodeOptions):
+        """The transcript piece by piece, in order, each as soon as it is decoded."""
+        options, probability, pieces = await self._start(audio, options)
+        try:
+            for piece in pieces:
+                yield join_pieces([await piece], options, probability)
+        finally:
+            for piece in pieces:
+                piece.cancel()  # the caller went away: drop what is still queued
+
+    async def _start(self, audio: PreparedAudio, options: DecodeOptions):
         if options.language is None and self.engine.multilingual and audio.chunks:
             # Detect once per request so all its pieces decode in the same language.
             first = audio.chunk_samples(audio.chunks[0])
@@ -108,17 +122,9 @@ class Transcriber:
         # A request larger than one batch is cut into batch-sized pieces that queue like any
         # other request, so a long file never starves short ones (and never exceeds the limit).
         size = self.max_batch_size
-        pieces = [replace(audio, chunks=audio.chunks[i : i + size]) for i in range(0, len(audio.chunks), size)]
-        results = await asyncio.gather(*(self._batched((p, options)) for p in pieces or [audio]))
-        segments = [s for r in results for s in r.segments]
-        return Transcript(
-            text=" ".join(s.text for s in segments),
-            segments=[Segment(i, s.start, s.end, s.text, s.avg_logprob) for i, s in enumerate(segments)],
-            language=options.language or results[0].language,
-            language_probability=probability if probability is not None else results[0].language_probability,
-            duration=audio.duration,
-            task=options.task,
-        )
+        parts = [replace(audio, chunks=audio.chunks[i : i + size]) for i in range(0, len(audio.chunks), size)]
+        pieces = [asyncio.ensure_future(self._batched((p, options))) for p in parts or [audio]]
+        return options, probability, pieces
 
     def _detect(self, samples):
         return self.engine.detect_languages(self.engine.features(samples)[None])
@@ -199,6 +205,23 @@ class RayBackend:
                 raise Overloaded("The service is at capacity; retry in a few seconds.") from exc
             raise cause from None
 
+    async def transcribe_stream(self, audio: bytes, model: str, options: DecodeOptions, prepare: PrepareOptions):
+        prepared = self.preprocessor.prepare.remote(audio, prepare)
+        parts = self.transcribers[model].options(stream=True).transcribe_stream.remote(prepared, options)
+        done = False
+        try:
+            async for part in parts:
+                yield part
+            done = True
+        except Exception as exc:
+            cause = unwrap(exc)
+            if isinstance(cause, (BackPressureError, DeploymentUnavailableError)):
+                raise Overloaded("The service is at capacity; retry in a few seconds.") from exc
+            raise cause from None
+        finally:
+            if not done:
+                parts.cancel()  # the client went away: stop the Transcriber's work for it
+
 
 @serve.deployment
 @serve.ingress()
@@ -234,12 +257,18 @@ class Ingress:
         task: str = "transcribe",
         beam_size: int | None = None,
         prompt: str | None = None,
+        temperature: float = 0.0,
+        timestamps: bool = False,
+        word_timestamps: bool = False,
     ) -> TranscriptionResult:
         """Python callers: ``serve.get_app_handle("speechtotext").transcribe.remote(bytes)``."""
         ctx = self.api.state.context
         started = time.perf_counter()
         spec = ctx.model_spec(model)
-        options = ctx.decode_options(spec, language=language, task=task, beam_size=beam_size, prompt=prompt)
+        options = ctx.decode_options(
+            spec, language=language, task=task, beam_size=beam_size, prompt=prompt,
+            temperature=temperature, timestamps=timestamps, word_timestamps=word_timestamps,
+        )  # fmt: skip
         transcript = await self.backend.transcribe(audio, spec.name, options, PrepareOptions())
         return TranscriptionResult.from_transcript(
             transcript, id=uuid.uuid4().hex, model=spec.name, processing_time=time.perf_counter() - started

@@ -7,7 +7,7 @@ handles; ``LocalBackend`` runs the same library code in this process, for tests 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import AsyncIterator, Protocol
 
 from serve_app.catalog import ModelCatalog
 from serve_app.engine import DecodeOptions, Transcript, WhisperEngine
@@ -19,6 +19,12 @@ class TranscriptionBackend(Protocol):
     async def transcribe(
         self, audio: bytes, model: str, options: DecodeOptions, prepare: PrepareOptions
     ) -> Transcript: ...
+
+    def transcribe_stream(
+        self, audio: bytes, model: str, options: DecodeOptions, prepare: PrepareOptions
+    ) -> AsyncIterator[Transcript]:
+        """The transcript in consecutive parts, each as soon as it is decoded."""
+        ...
 
 
 class LocalBackend:
@@ -54,3 +60,6 @@ class LocalBackend:
         engine = await asyncio.to_thread(self._engine, model)
         [result] = await asyncio.to_thread(engine.transcribe_many, [(prepared, options)])
         return result
+
+    async def transcribe_stream(self, audio, model, options, prepare) -> AsyncIterator[Transcript]:
+        yield await self.transcribe(audio, model, options, prepare)

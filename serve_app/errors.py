@@ -9,20 +9,26 @@ class ServiceError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, status_code: int | None = None):
+    param: str | None = None  # the request field at fault, when there is one
+
+    def __init__(
+        self, message: str, *, code: str | None = None, status_code: int | None = None, param: str | None = None
+    ):
         super().__init__(message)
         self.message = message
+        if param is not None:
+            self.param = param
         if code is not None:
             self.code = code
         if status_code is not None:
             self.status_code = status_code
 
     def __reduce__(self):  # survive pickling through Ray with code and status intact
-        return (_rebuild, (type(self), self.message, self.code, self.status_code))
+        return (_rebuild, (type(self), self.message, self.code, self.status_code, self.param))
 
 
-def _rebuild(cls, message, code, status_code):
-    return cls(message, code=code, status_code=status_code)
+def _rebuild(cls, message, code, status_code, param=None):
+    return cls(message, code=code, status_code=status_code, param=param)
 
 
 class InvalidAudio(ServiceError):
@@ -72,6 +78,11 @@ class JobNotFound(ServiceError):
 class JobNotFinished(ServiceError):
     status_code = 409
     code = "job_not_finished"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "invalid_api_key"
 
 
 class Overloaded(ServiceError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -10,7 +11,7 @@ from typing import AsyncIterator
 
 from serve_app.backend import TranscriptionBackend
 from serve_app.blobs import BlobNotFound, BlobStore
-from serve_app.engine import DecodeOptions
+from serve_app.engine import DecodeOptions, Transcript, join_pieces
 from serve_app.errors import ServiceError
 from serve_app.jobstore import Job, JobStore
 from serve_app.preprocess import PrepareOptions
@@ -66,20 +67,50 @@ class JobService:
     ) -> TranscriptionResult:  # fmt: skip
         """Transcribe now, recorded as a job that ends COMPLETED or FAILED."""
         started = time.perf_counter()
+        job, owner = await self._record_sync(user_id, filename, audio, model, options, prepare, request_id)
+        try:
+            transcript = await self.backend.transcribe(audio, model, options, prepare)
+        except BaseException as exc:
+            await self._failed(job, owner, exc)
+            raise
+        return await self._completed(job, owner, transcript, model, started)
+
+    async def stream_sync(
+        self, *, user_id: str, filename: str, audio: bytes, model: str, options: DecodeOptions,
+        prepare: PrepareOptions, request_id: str,
+    ) -> AsyncIterator[Transcript]:  # fmt: skip
+        """Like ``run_sync``, but yields the transcript part by part as it is decoded."""
+        started = time.perf_counter()
+        job, owner = await self._record_sync(user_id, filename, audio, model, options, prepare, request_id)
+        parts: list[Transcript] = []
+        try:
+            async for part in self.backend.transcribe_stream(audio, model, options, prepare):
+                parts.append(part)
+                yield part
+        except BaseException as exc:  # GeneratorExit too: the client went away mid-stream
+            await asyncio.shield(self._failed(job, owner, exc))
+            raise
+        await self._completed(job, owner, join_pieces(parts, options, None), model, started)
+
+    async def _record_sync(self, user_id, filename, audio, model, options, prepare, request_id):
         owner = f"sync:{request_id}"
         job = await self.store.create(
             user_id=user_id, filename=filename, model=model, language=options.language,
             task=options.task, options=job_options(options, prepare), audio_bytes=len(audio),
             sync_owner=owner,
         )  # fmt: skip
-        try:
-            transcript = await self.backend.transcribe(audio, model, options, prepare)
-        except ServiceError as exc:
-            await self.store.fail(job.id, owner, exc.message, retry=False)
-            raise
-        except Exception as exc:
-            await self.store.fail(job.id, owner, f"{type(exc).__name__}: {exc}", retry=False)
-            raise
+        return job, owner
+
+    async def _failed(self, job: Job, owner: str, exc: BaseException) -> None:
+        if isinstance(exc, ServiceError):
+            reason = exc.message
+        elif isinstance(exc, (GeneratorExit, asyncio.CancelledError)):
+            reason = "The client went away before the transcription was finished."
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        await self.store.fail(job.id, owner, reason, retry=False)
+
+    async def _completed(self, job: Job, owner: str, transcript: Transcript, model: str, started: float):
         elapsed = time.perf_counter() - started
         result = TranscriptionResult.from_transcript(
             transcript, id=str(job.id), model=model, processing_time=elapsed

@@ -10,12 +10,25 @@ from pydantic import BaseModel, Field
 from serve_app.engine import Transcript
 
 
+class WordOut(BaseModel):
+    word: str
+    start: float
+    end: float
+    probability: float | None = None
+
+
 class SegmentOut(BaseModel):
     id: int
     start: float
     end: float
     text: str
     avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+    temperature: float = 0.0
+    seek: int = 0
+    tokens: list[int] = Field(default_factory=list)
+    words: list[WordOut] | None = None
 
 
 class TranscriptionResult(BaseModel):
@@ -30,19 +43,33 @@ class TranscriptionResult(BaseModel):
     model: str
     task: Literal["transcribe", "translate"] = "transcribe"
     processing_time: float = Field(description="Seconds from upload received to result.")
+    word_timestamps: Literal["whisper", "whisperx"] | None = Field(
+        None,
+        description="How word times were found: 'whisperx' (a wav2vec2 alignment model) or "
+        "'whisper' (Whisper's cross-attention); null when words were not asked for.",
+    )
+    alignment_note: str | None = Field(
+        None, description="Why WhisperX alignment was not used, when it was not."
+    )
+
+    @property
+    def words(self) -> list[WordOut]:
+        return [w for s in self.segments for w in (s.words or [])]
 
     @classmethod
     def from_transcript(cls, transcript: Transcript, *, id: str, model: str, processing_time: float):
         return cls(
             id=id,
             text=transcript.text,
-            segments=[SegmentOut(**vars(s)) for s in transcript.segments],
+            segments=[SegmentOut.model_validate(s, from_attributes=True) for s in transcript.segments],
             language=transcript.language,
             language_probability=transcript.language_probability,
             duration=round(transcript.duration, 3),
             model=model,
             task=transcript.task,
             processing_time=round(processing_time, 3),
+            word_timestamps=transcript.word_timestamps,
+            alignment_note=transcript.alignment_note,
         )
 
 

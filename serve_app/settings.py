@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     batch_wait_timeout_s: float | None = Field(
         None, description="How long a batch waits to fill; default from the profile."
     )
+    align_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="Local WhisperX (wav2vec2) alignment models for word times, as JSON "
+        '{"<language>": "<model folder>"}; other languages use Whisper\'s own word times.',
+    )
+    api_key: str | None = Field(
+        None, description="If set, requests must send Authorization: Bearer <key> (or X-API-Key)."
+    )
     max_upload_mb: int = Field(100, description="Largest accepted upload in MiB.")
     max_audio_seconds: float = Field(4 * 3600, description="Longest accepted audio.")
 

@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.api.dependencies import ServiceContext
-from serve_app.api.routers import system, transcriptions
+from serve_app.api.routers import openai_compat, system, transcriptions
+from serve_app.api.routers.openai_compat import openai_error
 from serve_app.backend import TranscriptionBackend
 from serve_app.catalog import ModelCatalog
 from serve_app.jobs import JobService
@@ -23,7 +24,13 @@ from serve_app.settings import Settings
 log = logging.getLogger("speechtotext.access")
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, headers: dict | None = None, request: Request | None = None,
+    param: str | None = None,
+) -> JSONResponse:  # fmt: skip
+    """The one error shape: ours, or OpenAI's on the OpenAI-compatible routes (/v1/...)."""
+    if request is not None and request.url.path.startswith("/v1/"):
+        return openai_error(400 if status == 422 else status, message, code, param)
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
@@ -47,6 +54,7 @@ def create_app(
     )
     app.include_router(system.router)
     app.include_router(transcriptions.router)
+    app.include_router(openai_compat.router)
     _install_error_handlers(app)
     _install_request_middleware(app, settings)
     return app
@@ -54,22 +62,28 @@ def create_app(
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError):
+    async def service_error(request: Request, exc: ServiceError):
         headers = {"Retry-After": "5"} if exc.status_code == 503 else None
-        return error_response(exc.status_code, exc.code, exc.message, headers)
+        return error_response(exc.status_code, exc.code, exc.message, headers, request, exc.param)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError):
-        problems = []
+    async def validation_error(request: Request, exc: RequestValidationError):
+        problems, fields = [], []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
             problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-        return error_response(422, "invalid_request", "; ".join(problems) or "Invalid request.")
+            fields.append(where)
+        message = "; ".join(problems) or "Invalid request."
+        if request.url.path.startswith("/v1/"):  # OpenAI answers a bad parameter with 400
+            return openai_error(400, message, "invalid_request", fields[0] if fields else None)
+        return error_response(422, "invalid_request", message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException):
+    async def http_error(request: Request, exc: StarletteHTTPException):
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        return error_response(
+            exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), request=request
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
@@ -77,7 +91,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         if isinstance(cause, ServiceError):
             return await service_error(request, cause)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", f"Internal error ({type(cause).__name__}).")
+        return error_response(
+            500, "internal_error", f"Internal error ({type(cause).__name__}).", request=request
+        )
 
 
 def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
@@ -93,7 +109,7 @@ def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
             err = PayloadTooLarge(
                 f"The upload is {int(length) / 2**20:.1f} MiB; the limit is {settings.max_upload_mb} MiB."
             )
-            response = error_response(err.status_code, err.code, err.message)
+            response = error_response(err.status_code, err.code, err.message, request=request)
         else:
             response = await call_next(request)
         response.headers["x-request-id"] = request.state.request_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,7 +12,7 @@ from serve_app.backend import TranscriptionBackend
 from serve_app.catalog import ModelCatalog, ModelSpec
 from serve_app.engine import DecodeOptions
 from serve_app.jobs import JobService
-from serve_app.errors import InvalidParameter, UnknownModel, UnsupportedLanguage
+from serve_app.errors import InvalidParameter, Unauthorized, UnknownModel, UnsupportedLanguage
 from serve_app.schemas import ModelInfo
 from serve_app.settings import Settings
 
@@ -33,7 +34,9 @@ class ServiceContext:
         name = name or self.settings.default_model
         if name not in self.served:
             known = ", ".join(self.served)
-            raise UnknownModel(f"Model '{name}' is not served here; available models: {known}.")
+            raise UnknownModel(
+                f"Model '{name}' is not served here; available models: {known}.", param="model"
+            )
         return self.catalog.get(name)
 
     def model_info(self, name: str) -> ModelInfo:
@@ -57,22 +60,34 @@ class ServiceContext:
         task: str,
         beam_size: int | None,
         prompt: str | None,
+        temperature: float = 0.0,
+        timestamps: bool = False,
+        word_timestamps: bool = False,
     ) -> DecodeOptions:
         """Check a request's decode options against what the model can do."""
         if language is not None:
             language = language.strip().lower() or None
         if language is not None and language not in spec.languages:
             if spec.multilingual:
-                raise UnsupportedLanguage(f"Language '{language}' is not a Whisper language code.")
+                raise UnsupportedLanguage(
+                f"Language '{language}' is not a Whisper language code (see /api/v1/languages).",
+                param="language",
+            )
             raise UnsupportedLanguage(
                 f"Model '{spec.name}' only transcribes English ('en'); "
-                f"use a multilingual model such as 'base' for '{language}'."
+                f"use a multilingual model such as 'base' for '{language}'.",
+                param="language",
             )
         if task not in spec.tasks:
             raise InvalidParameter(
                 f"Model '{spec.name}' cannot {task}; use a multilingual model such as 'base'.",
                 code="unsupported_task",
                 status_code=400,
+                param="model",
+            )
+        if not 0.0 <= temperature <= 1.0:
+            raise InvalidParameter(
+                f"temperature must be between 0 and 1, not {temperature}.", param="temperature"
             )
         if not spec.multilingual:
             language = "en"
@@ -81,6 +96,9 @@ class ServiceContext:
             language=language,
             beam_size=beam_size or self.settings.beam_size,
             initial_prompt=prompt or None,
+            temperature=float(temperature),
+            timestamps=timestamps,
+            word_timestamps=word_timestamps,
         )
 
 
@@ -89,3 +107,20 @@ def get_context(request: Request) -> ServiceContext:
 
 
 Context = Annotated[ServiceContext, Depends(get_context)]
+
+
+def require_api_key(request: Request) -> None:
+    """Check ``Authorization: Bearer <key>`` (what the openai SDK sends) or ``X-API-Key``.
+
+    With no STT_API_KEY configured every caller is let in, whatever it sends.
+    """
+    expected = request.app.state.context.settings.api_key
+    if not expected:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    given = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
+    if not given:
+        raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("Incorrect API key provided.")

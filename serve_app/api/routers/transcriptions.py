@@ -6,10 +6,11 @@ import time
 import uuid
 from typing import Annotated, AsyncIterator, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from serve_app.api.dependencies import Context, ServiceContext
+from serve_app.api.dependencies import Context, ServiceContext, require_api_key
+from serve_app.engine import DecodeOptions
 from serve_app.errors import (
     InvalidAudio,
     InvalidParameter,
@@ -22,11 +23,11 @@ from serve_app.jobstore import STATUSES
 from serve_app.preprocess import PrepareOptions
 from serve_app.schemas import ErrorResponse, JobAccepted, JobPage, JobView, TranscriptionResult
 
-router = APIRouter(prefix="/api/v1", tags=["transcriptions"])
+router = APIRouter(prefix="/api/v1", tags=["transcriptions"], dependencies=[Depends(require_api_key)])
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "tsv"]
 DownloadFormat = Literal["json", "txt", "text", "srt", "vtt", "tsv"]
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 422, 503)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 415, 422, 503)}
 READ_BLOCK = 1 << 20
 
 
@@ -72,14 +73,19 @@ async def create_transcription(
     sync: Annotated[bool, Form(description="Wait for the result (true) or get a job id (false).")] = True,
     webhook_url: Annotated[str | None, Form(description="POSTed when an async job ends.")] = None,
     beam_size: Annotated[int | None, Form(ge=1, le=10)] = None,
-    prompt: Annotated[str | None, Form(max_length=800)] = None,
+    prompt: Annotated[str | None, Form(max_length=800, description="Text that came before, or spellings to prefer.")] = None,
+    temperature: Annotated[float, Form(ge=0, le=1, description="0: beam search; above 0: sampling.")] = 0.0,
+    timestamps: Annotated[bool, Form(description="Sentence-sized segments from Whisper's timestamp tokens; false: one segment per <= 30 s chunk of speech.")] = True,
+    word_timestamps: Annotated[bool, Form(description="Start and end of every word.")] = False,
     normalize: Annotated[bool, Form()] = True,
     vad: Annotated[bool, Form(description="Skip silence with voice activity detection.")] = True,
 ):
-    started = time.perf_counter()
     spec = ctx.model_spec(model)
     request.state.model = spec.name
-    options = ctx.decode_options(spec, language=language, task=task, beam_size=beam_size, prompt=prompt)
+    options = ctx.decode_options(
+        spec, language=language, task=task, beam_size=beam_size, prompt=prompt,
+        temperature=temperature, timestamps=timestamps, word_timestamps=word_timestamps,
+    )  # fmt: skip
     prepare = PrepareOptions(normalize=normalize, vad=vad)
     webhook_url = _check_webhook(webhook_url)
     user = ctx.settings.default_user
@@ -106,18 +112,28 @@ async def create_transcription(
         return JSONResponse(body.model_dump(mode="json"), 202, headers={"Location": body.links["self"]})
 
     data = await read_upload(file, ctx.settings.max_upload_mb)
+    result = await transcribe_now(request, ctx, data, filename, spec.name, options, prepare)
+    return render(result, response_format)
+
+
+async def transcribe_now(
+    request: Request, ctx: ServiceContext, data: bytes, filename: str, model: str,
+    options: DecodeOptions, prepare: PrepareOptions,
+) -> TranscriptionResult:  # fmt: skip
+    """A synchronous transcription, recorded as a job when this instance keeps jobs."""
+    started = time.perf_counter()
     if ctx.jobs is not None:
         result = await ctx.jobs.run_sync(
-            user_id=user, filename=filename, audio=data, model=spec.name, options=options,
-            prepare=prepare, request_id=request.state.request_id,
+            user_id=ctx.settings.default_user, filename=filename, audio=data, model=model,
+            options=options, prepare=prepare, request_id=request.state.request_id,
         )  # fmt: skip
     else:
-        transcript = await ctx.backend.transcribe(data, spec.name, options, prepare)
+        transcript = await ctx.backend.transcribe(data, model, options, prepare)
         result = TranscriptionResult.from_transcript(
-            transcript, id=uuid.uuid4().hex, model=spec.name, processing_time=time.perf_counter() - started
+            transcript, id=uuid.uuid4().hex, model=model, processing_time=time.perf_counter() - started
         )
     request.state.audio_seconds = round(result.duration, 2)
-    return render(result, response_format)
+    return result
 
 
 def _jobs(ctx: ServiceContext):

@@ -1,0 +1,217 @@
+"""OpenAI's audio API: /v1/audio/transcriptions and /v1/audio/translations, as the SDK calls them.
+
+Shapes follow the ``openai`` SDK's types (``Transcription``, ``TranscriptionVerbose``,
+``TranscriptionTextDeltaEvent``...). Errors on these routes use OpenAI's error shape; the app's
+error handlers switch on the ``/v1/`` prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, AsyncIterator
+
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+from serve_app.api.dependencies import Context, ServiceContext, require_api_key
+from serve_app.api.routers.transcriptions import read_upload, transcribe_now
+from serve_app.catalog import ModelSpec
+from serve_app.engine import DecodeOptions, Transcript, join_pieces
+from serve_app.errors import InvalidParameter, ServiceError
+from serve_app.formats import MEDIA_TYPES, RENDERERS
+from serve_app.preprocess import PrepareOptions
+from serve_app.schemas import TranscriptionResult
+
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+
+RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+GRANULARITIES = ("segment", "word")
+ALIAS = "whisper-1"
+
+
+def openai_error(status: int, message: str, code: str | None, param: str | None = None) -> JSONResponse:
+    kind = {401: "authentication_error", 429: "rate_limit_error"}.get(status)
+    kind = kind or ("server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status, headers={"Retry-After": "5"} if status == 503 else None)
+
+
+def language_name(code: str) -> str:
+    """OpenAI reports languages by name ("english"), as Whisper's table spells them."""
+    from whisperx.utils import LANGUAGES  # a plain dict; importing it loads no model code
+
+    return LANGUAGES.get(code, code)
+
+
+def _model(ctx: ServiceContext, name: str) -> ModelSpec:
+    return ctx.model_spec(ctx.settings.default_model if name.strip() == ALIAS else name.strip())
+
+
+async def _granularities(request: Request, response_format: str) -> set[str]:
+    # The SDK sends the list as repeated ``timestamp_granularities[]`` fields; FastAPI cannot
+    # declare a field name with brackets, so read the parsed form (cached by Starlette).
+    form = await request.form()
+    given = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+    wanted = {str(g).strip() for g in given}
+    unknown = wanted - set(GRANULARITIES)
+    if unknown:
+        raise InvalidParameter(
+            f"timestamp_granularities must be 'segment' and/or 'word', not {sorted(unknown)}.",
+            param="timestamp_granularities",
+        )
+    if wanted and response_format != "verbose_json":
+        raise InvalidParameter(
+            "timestamp_granularities needs response_format 'verbose_json'.",
+            param="timestamp_granularities",
+        )
+    return wanted or {"segment"}
+
+
+def _check_format(response_format: str) -> None:
+    if response_format not in RESPONSE_FORMATS:
+        raise InvalidParameter(
+            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not '{response_format}'.",
+            param="response_format",
+        )
+
+
+def _respond(result: TranscriptionResult, response_format: str, granularities: set[str]) -> Response:
+    usage = {"type": "duration", "seconds": round(result.duration, 3)}
+    if response_format == "json":
+        return JSONResponse({"text": result.text, "usage": usage})
+    if response_format == "verbose_json":
+        body: dict = {
+            "task": result.task,
+            "language": language_name(result.language),
+            "duration": result.duration,
+            "text": result.text,
+        }
+        if "segment" in granularities:
+            body["segments"] = [
+                {
+                    "id": s.id, "seek": s.seek, "start": s.start, "end": s.end, "text": s.text,
+                    "tokens": s.tokens, "temperature": s.temperature,
+                    "avg_logprob": s.avg_logprob or 0.0, "compression_ratio": s.compression_ratio or 0.0,
+                    "no_speech_prob": s.no_speech_prob or 0.0,
+                }
+                for s in result.segments
+            ]  # fmt: skip
+        if "word" in granularities:
+            body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in result.words]
+            # Not in OpenAI's shape (clients ignore extra keys): how the word times were found.
+            body["word_timestamps"] = result.word_timestamps
+            body["alignment_note"] = result.alignment_note
+        body["language_probability"] = result.language_probability
+        body["usage"] = usage
+        return JSONResponse(body)
+    if response_format == "text":
+        return PlainTextResponse(result.text + "\n")
+    return PlainTextResponse(RENDERERS[response_format](result.segments), media_type=MEDIA_TYPES[response_format])
+
+
+def _sse(event: dict) -> bytes:
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+
+
+async def _stream(first: Transcript, rest: AsyncIterator[Transcript], options: DecodeOptions) -> AsyncIterator[bytes]:
+    """``transcript.text.delta`` per decoded piece, then ``transcript.text.done``."""
+    parts = [first]
+    sent_any = False
+    try:
+        part: Transcript | None = first
+        while part is not None:
+            for segment in part.segments:
+                yield _sse({"type": "transcript.text.delta", "delta": (" " if sent_any else "") + segment.text})
+                sent_any = True
+            part = await anext(rest, None)
+            if part is not None:
+                parts.append(part)
+        whole = join_pieces(parts, options, None)
+        yield _sse({"type": "transcript.text.done", "text": whole.text})
+    except ServiceError as exc:  # the status line is sent: report it as the SDK reads errors
+        yield _sse({"error": {"message": exc.message, "type": "invalid_request_error", "param": exc.param, "code": exc.code}})
+    finally:
+        await rest.aclose()
+
+
+async def _audio(
+    request: Request, ctx: ServiceContext, file: UploadFile, model: str, response_format: str,
+    options_for, stream: bool = False,
+) -> Response:  # fmt: skip
+    _check_format(response_format)
+    granularities = await _granularities(request, response_format)
+    spec = _model(ctx, model)
+    request.state.model = spec.name
+    options: DecodeOptions = options_for(spec, granularities)
+    prepare = PrepareOptions()
+    data = await read_upload(file, ctx.settings.max_upload_mb)
+    filename = file.filename or "audio"
+    if not stream:
+        result = await transcribe_now(request, ctx, data, filename, spec.name, options, prepare)
+        return _respond(result, response_format, granularities)
+
+    if ctx.jobs is not None:
+        parts = ctx.jobs.stream_sync(
+            user_id=ctx.settings.default_user, filename=filename, audio=data, model=spec.name,
+            options=options, prepare=prepare, request_id=request.state.request_id,
+        )  # fmt: skip
+    else:
+        parts = ctx.backend.transcribe_stream(data, spec.name, options, prepare)
+    # Wait for the first part before answering, so bad audio still gets a 4xx status.
+    first = await anext(parts)
+    request.state.audio_seconds = round(first.duration, 2)
+    return StreamingResponse(_stream(first, parts, options), media_type="text/event-stream")
+
+
+@router.post("/audio/transcriptions")
+async def create_transcription(
+    request: Request,
+    ctx: Context,
+    file: Annotated[UploadFile, File()],
+    model: Annotated[str, Form(description=f"A served model, or '{ALIAS}' for the default one.")],
+    language: Annotated[str | None, Form()] = None,
+    prompt: Annotated[str | None, Form(max_length=800)] = None,
+    response_format: Annotated[str, Form()] = "json",
+    temperature: Annotated[float, Form()] = 0.0,
+    stream: Annotated[bool, Form()] = False,
+):
+    def options_for(spec: ModelSpec, granularities: set[str]) -> DecodeOptions:
+        return ctx.decode_options(
+            spec, language=language, task="transcribe", beam_size=None, prompt=prompt,
+            temperature=temperature,
+            timestamps=response_format in ("srt", "vtt") or (response_format == "verbose_json" and "segment" in granularities),
+            word_timestamps=response_format == "verbose_json" and "word" in granularities,
+        )  # fmt: skip
+
+    return await _audio(request, ctx, file, model, response_format, options_for, stream)
+
+
+@router.post("/audio/translations")
+async def create_translation(
+    request: Request,
+    ctx: Context,
+    file: Annotated[UploadFile, File()],
+    model: Annotated[str, Form()],
+    prompt: Annotated[str | None, Form(max_length=800)] = None,
+    response_format: Annotated[str, Form()] = "json",
+    temperature: Annotated[float, Form()] = 0.0,
+):
+    def options_for(spec: ModelSpec, granularities: set[str]) -> DecodeOptions:
+        return ctx.decode_options(
+            spec, language=None, task="translate", beam_size=None, prompt=prompt,
+            temperature=temperature,
+            timestamps=response_format in ("srt", "vtt", "verbose_json"),
+            word_timestamps=response_format == "verbose_json" and "word" in granularities,
+        )  # fmt: skip
+
+    return await _audio(request, ctx, file, model, response_format, options_for)
+
+
+@router.get("/models")
+async def list_models(ctx: Context) -> dict:
+    """OpenAI's model list, for clients that pick a model from it (Open WebUI and others)."""
+    names = [*ctx.served, ALIAS]
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": 0, "owned_by": "speechtotext"} for n in names],
+    }
