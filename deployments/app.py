@@ -61,6 +61,7 @@ class Transcriber:
     """One Whisper model; gathers the chunks of concurrent requests into shared batches."""
 
     def __init__(self, model: str, settings: dict, engine: dict):
+        from serve_app.alignment import Aligner
         from serve_app.engine import WhisperEngine
 
         cfg = Settings(**settings)
@@ -78,6 +79,7 @@ class Transcriber:
             compute_type=cfg.resolved_compute_type,
             cpu_threads=engine["cpu_threads"],
             num_workers=engine["model_workers"],
+            aligner=Aligner(cfg.align_models, cfg.resolved_device) if cfg.align_models else None,
         )
         self.max_batch_size = 16
         # One batch in flight per model worker: while one decodes, the next gathers, and with

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import AsyncIterator, Protocol
 
+from serve_app.alignment import Aligner
 from serve_app.catalog import ModelCatalog
 from serve_app.engine import DecodeOptions, Transcript, WhisperEngine
 from serve_app.preprocess import AudioPreprocessor, PrepareOptions
@@ -45,6 +46,9 @@ class LocalBackend:
                 device=self.settings.resolved_device,
                 compute_type=self.settings.resolved_compute_type,
                 cpu_threads=self.settings.cpu_threads or 2,
+                aligner=Aligner(self.settings.align_models, self.settings.resolved_device)
+                if self.settings.align_models
+                else None,
             )
         return self._engines[model]
 

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from serve_app.audio import SAMPLE_RATE, Chunk, PreparedAudio
+from serve_app.audio import SAMPLE_RATE, Chunk, PreparedAudio, loud_frames, snap_to_sound
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ class WhisperEngine:
         cpu_threads: int = 2,
         num_workers: int = 1,
         decode_batch_size: int = 8,
+        aligner=None,  # serve_app.alignment.Aligner: WhisperX word times where it has a model
     ):
         # Imported here: torch and CTranslate2 take seconds to import and the API never needs them.
         from faster_whisper.tokenizer import Tokenizer
@@ -141,6 +142,7 @@ class WhisperEngine:
             local_files_only=True,
         )
         self.multilingual = multilingual
+        self.aligner = aligner
         self.decode_batch_size = decode_batch_size
         self.n_mels = self.model.feat_kwargs.get("feature_size") or 80
         self.stats = BatchStats()
@@ -282,6 +284,9 @@ class WhisperEngine:
             for n, segment in enumerate(segments):
                 segment.id = n
             language, probability = detected.get(i, (options[i].language or "en", None))
+            method, note = self._align(segments, audio, language) if options[i].word_timestamps else (None, None)
+            if any(s.words for s in segments):
+                snap_words(segments, loud_frames(audio.samples))
             results.append(
                 Transcript(
                     text=" ".join(s.text for s in segments),
@@ -290,10 +295,26 @@ class WhisperEngine:
                     language_probability=probability,
                     duration=audio.duration,
                     task=options[i].task,
-                    word_timestamps="whisper" if options[i].word_timestamps else None,
+                    word_timestamps=method,
+                    alignment_note=note,
                 )
             )
         return results
+
+    def _align(self, segments: list[Segment], audio: PreparedAudio, language: str) -> tuple[str, str | None]:
+        """WhisperX word times where an alignment model exists; else keep Whisper's and say why."""
+        fallback = "word times are Whisper's own (cross-attention)"
+        if self.aligner is None:
+            return "whisper", f"no WhisperX alignment model is configured (STT_ALIGN_MODELS); {fallback}"
+        from serve_app.alignment import AlignmentUnavailable
+
+        try:
+            aligned = self.aligner.align(segments, audio.samples, language)
+        except AlignmentUnavailable as exc:
+            return "whisper", f"{exc}; {fallback}"
+        for segment, words in zip(segments, aligned):
+            segment.words = words
+        return "whisperx", None
 
     def _effective(self, options: DecodeOptions) -> DecodeOptions:
         if not self.multilingual:
@@ -371,3 +392,13 @@ def split_sentences(segment: Segment, tokenizer, pause: float = 1.0) -> list[Seg
             )  # fmt: skip
         )
     return out
+
+
+def snap_words(segments: list[Segment], loud: np.ndarray) -> None:
+    """Pull word edges out of silence (see ``snap_to_sound``); segments follow their words."""
+    for segment in segments:
+        if not segment.words:
+            continue
+        for word in segment.words:
+            word.start, word.end = snap_to_sound(word.start, word.end, loud)
+        segment.start, segment.end = segment.words[0].start, segment.words[-1].end
