@@ -1,0 +1,115 @@
+"""The OpenAI-compatible routes in-process (no Ray), driven by the official ``openai`` SDK.
+
+The SDK talks to the FastAPI app through httpx's ASGI transport; the backend is LocalBackend,
+the library code the deployments run. The Ray service is driven the same way in
+tests/serve/test_openai.py.
+"""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from serve_app.api import create_app
+from serve_app.backend import LocalBackend
+from serve_app.settings import Settings
+from tests.speech import audio, wer, transcripts
+
+
+def sdk_for(app, api_key: str = "sk-anything") -> openai.AsyncOpenAI:
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stt")
+    return openai.AsyncOpenAI(api_key=api_key, base_url="http://stt/v1", http_client=http, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def app(catalog):
+    settings = Settings(max_upload_mb=1)
+    return create_app(LocalBackend(settings, catalog), settings, catalog)
+
+
+@pytest.fixture(scope="module")
+def sdk(app):
+    return sdk_for(app)
+
+
+async def test_json_through_the_sdk(sdk):
+    result = await sdk.audio.transcriptions.create(file=("a.wav", audio("harvard_01.wav")), model="whisper-1")
+    assert isinstance(result, openai.types.audio.Transcription)
+    assert wer(transcripts()["harvard_01.wav"], result.text) < 25
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, code, param",
+    [
+        ({"model": "whisper-2"}, openai.NotFoundError, "model_not_found", "model"),
+        ({"model": "tiny.en", "language": "de"}, openai.BadRequestError, "unsupported_language", "language"),
+        ({"model": "base", "language": "xx"}, openai.BadRequestError, "unsupported_language", "language"),
+        ({"model": "whisper-1", "response_format": "xml"}, openai.BadRequestError, "invalid_parameter", "response_format"),
+        ({"model": "whisper-1", "timestamp_granularities": ["word"]}, openai.BadRequestError, "invalid_parameter",
+         "timestamp_granularities"),
+        ({"model": "whisper-1", "response_format": "verbose_json", "timestamp_granularities": ["letter"]},
+         openai.BadRequestError, "invalid_parameter", "timestamp_granularities"),
+        ({"model": "whisper-1", "temperature": 3}, openai.BadRequestError, "invalid_parameter", "temperature"),
+        ({"model": "whisper-1", "prompt": "x" * 900}, openai.BadRequestError, "invalid_request", "prompt"),
+    ],
+)  # fmt: skip
+async def test_bad_parameters_get_openai_errors(sdk, kwargs, error, code, param):
+    with pytest.raises(error) as caught:
+        await sdk.audio.transcriptions.create(file=("a.wav", audio("harvard_01.wav")), **kwargs)
+    body = caught.value.body
+    assert body["code"] == code and body["param"] == param and body["type"] == "invalid_request_error"
+    assert body["message"]
+
+
+@pytest.mark.parametrize(
+    "upload, code",
+    [
+        (("a.wav", b""), "empty_file"),
+        (("a.mp3", b"this is not audio, just text " * 20), "invalid_audio"),
+        (("cut.wav", audio("harvard_02.wav")[:30000]), "truncated_audio"),
+    ],
+)
+async def test_bad_audio_gets_a_400(sdk, upload, code):
+    with pytest.raises(openai.BadRequestError) as caught:
+        await sdk.audio.transcriptions.create(file=upload, model="whisper-1")
+    assert caught.value.body["code"] == code
+
+
+async def test_huge_upload_is_refused_before_reading(sdk):
+    with pytest.raises(openai.APIStatusError) as caught:
+        await sdk.audio.transcriptions.create(file=("big.wav", b"\0" * (2 * 2**20)), model="whisper-1")
+    assert caught.value.status_code == 413 and caught.value.body["code"] == "payload_too_large"
+
+
+async def test_english_only_model_refuses_translation(sdk):
+    # whisper-1 is the default model, tiny.en here: it cannot translate.
+    with pytest.raises(openai.BadRequestError) as caught:
+        await sdk.audio.translations.create(file=("a.wav", audio("harvard_01.wav")), model="whisper-1")
+    assert caught.value.body["code"] == "unsupported_task"
+
+
+async def test_models_list(sdk):
+    ids = [m.id async for m in sdk.models.list()]
+    assert ids == ["tiny.en", "base", "whisper-1"]
+
+
+async def test_api_key_is_checked_when_configured(catalog):
+    settings = Settings(api_key="sk-right")
+    app = create_app(LocalBackend(settings, catalog), settings, catalog)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        await sdk_for(app, "sk-wrong").audio.transcriptions.create(
+            file=("a.wav", audio("harvard_01.wav")), model="whisper-1"
+        )
+    assert caught.value.body["code"] == "invalid_api_key"
+    result = await sdk_for(app, "sk-right").audio.transcriptions.create(
+        file=("a.wav", audio("harvard_01.wav")), model="whisper-1", response_format="text"
+    )
+    assert "birch" in result.lower()
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stt") as http:
+        assert (await http.get("/api/v1/health")).status_code == 200  # probes need no key
+        refused = await http.get("/api/v1/transcriptions")
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+        ok = await http.get("/api/v1/models", headers={"X-API-Key": "sk-right"})
+        assert ok.status_code == 200

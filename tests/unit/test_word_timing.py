@@ -1,0 +1,94 @@
+"""Word times: snapping edges out of silence, sentence segments, and the WhisperX path.
+
+The ground-truth check of word times through the service is in tests/serve/test_openai.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serve_app.audio import SAMPLE_RATE, loud_frames, snap_to_sound
+from serve_app.backend import LocalBackend
+from serve_app.engine import DecodeOptions, Segment, Word, split_sentences
+from serve_app.preprocess import PrepareOptions
+from serve_app.settings import Settings
+from tests.align_model import make_tiny_align_model
+from tests.speech import audio
+
+
+def tone(seconds: float, level: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (level * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * SAMPLE_RATE), np.float32)
+
+
+def test_word_edges_move_out_of_silence_into_sound():
+    # silence 0-1 s, sound 1-1.5 s, silence 1.5-2 s, sound 2-3 s
+    loud = loud_frames(np.concatenate([silence(1), tone(0.5), silence(0.5), tone(1)]))
+    assert snap_to_sound(0.6, 1.4, loud) == (1.0, 1.4)  # started in the pause
+    assert snap_to_sound(1.1, 1.9, loud) == (1.1, 1.5)  # ran on into the pause
+    assert snap_to_sound(2.2, 2.6, loud) == (2.2, 2.6)  # all sound: unchanged
+    assert snap_to_sound(0.1, 0.8, loud) == (0.1, 0.8)  # no sound at all: left alone
+
+
+def test_quiet_recordings_have_a_silence_level_of_their_own():
+    noisy = np.concatenate([silence(1), tone(1, level=0.02)]) + np.random.default_rng(0).normal(0, 0.0005, 32000)
+    loud = loud_frames(noisy.astype(np.float32))
+    assert not loud[:95].any() and loud[105:].all()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(catalog):
+    import tokenizers
+    from faster_whisper.tokenizer import Tokenizer
+
+    path = Path(catalog.resolve("tiny.en")) / "tokenizer.json"
+    return Tokenizer(tokenizers.Tokenizer.from_file(str(path)), False, task="transcribe", language="en")
+
+
+def test_chunk_segments_split_into_sentences_at_punctuation_and_pauses(tokenizer):
+    words = [Word(" The", 0.0, 0.2, 1), Word(" end.", 0.2, 0.5, 1), Word(" Then", 0.7, 0.9, 1),
+             Word(" more", 0.9, 1.1, 1), Word(" after", 2.5, 2.8, 1), Word(" pause", 2.8, 3.0, 1)]  # fmt: skip
+    segment = Segment(0, 0.0, 3.0, "The end. Then more after pause", -0.2, words=words)
+    parts = split_sentences(segment, tokenizer)
+    assert [p.text for p in parts] == ["The end.", "Then more", "after pause"]
+    assert [(p.start, p.end) for p in parts] == [(0.0, 0.5), (0.7, 1.1), (2.5, 3.0)]
+    assert tokenizer.decode(parts[1].tokens).strip() == "Then more"
+
+
+@pytest.fixture(scope="module")
+def aligned_backend(catalog, tmp_path_factory):
+    models = tmp_path_factory.mktemp("align")
+    settings = Settings(
+        align_models={"en": str(make_tiny_align_model(models / "en")), "de": str(models / "absent")}
+    )
+    return LocalBackend(settings, catalog)
+
+
+async def test_whisperx_alignment_is_used_where_a_model_is_configured(aligned_backend):
+    # The alignment model has random weights (tests/align_model.py): this proves the path is
+    # taken and its words land inside their segments, not that its times are good.
+    result = await aligned_backend.transcribe(
+        audio("harvard_03.wav"), "tiny.en", DecodeOptions(language="en", word_timestamps=True), PrepareOptions()
+    )
+    assert result.word_timestamps == "whisperx" and result.alignment_note is None
+    assert [w.word.lower().strip(".,") for w in result.words][:3] == ["rice", "is", "often"]
+    for segment in result.segments:
+        for word in segment.words:
+            assert segment.start - 0.01 <= word.start <= word.end <= segment.end + 0.01
+
+
+async def test_alignment_falls_back_to_whisper_and_says_why(aligned_backend):
+    german = audio("speech_de.wav")
+    result = await aligned_backend.transcribe(german, "base", DecodeOptions(word_timestamps=True), PrepareOptions())
+    assert result.language == "de" and result.word_timestamps == "whisper"
+    assert "did not load" in result.alignment_note and len(result.words) > 10
+    spanish = audio("speech_es.wav")
+    result = await aligned_backend.transcribe(spanish, "base", DecodeOptions(word_timestamps=True), PrepareOptions())
+    assert result.word_timestamps == "whisper" and "no WhisperX alignment model" in result.alignment_note
