@@ -42,9 +42,11 @@ def transcriber_name(model: str) -> str:
 class Preprocessor:
     """Decode, normalize and VAD; CPU work in a thread so the replica keeps answering."""
 
-    def __init__(self, settings: dict):
+    def __init__(self, settings: dict, nice: int = 0):
         from serve_app.preprocess import AudioPreprocessor
 
+        if nice:
+            os.nice(nice)  # this thread and the decode threads it starts: see Transcriber
         cfg = Settings(**settings)
         self.pre = AudioPreprocessor(cfg.vad_method, cfg.max_audio_seconds)
 
@@ -330,7 +332,9 @@ def build_app(args: dict | None = None) -> Application:
         )
         for name in settings.models
     }
-    preprocessor = Preprocessor.options(**_deployment_options(profile["preprocessor"])).bind(shared)
+    preprocessor = Preprocessor.options(**_deployment_options(profile["preprocessor"])).bind(
+        shared, profile["preprocessor"].get("nice", 0)
+    )
     worker_options = _deployment_options(profile.get("worker", {}))
     if "autoscaling_config" not in worker_options:
         worker_options["num_replicas"] = settings.worker_replicas

@@ -30,6 +30,11 @@ def _serve(args: argparse.Namespace) -> None:
     settings = Settings()
     _prepare_models()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Ray starts its workers at nice 15, below every ordinary process (PostgreSQL, clients on
+    # the same box): the proxy and the Ingress then queue behind them. A local cluster runs its
+    # workers at normal priority instead; the Transcribers lower their own decode threads
+    # (profile `nice`), so decoding takes only what the API leaves.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     # A local cluster picks a free GCS port (never Redis's 6379); RAY_ADDRESS joins an existing one.
     ray.init(
         address=os.environ.get("RAY_ADDRESS"),
