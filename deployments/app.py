@@ -189,6 +189,15 @@ class JobWorker:
         await self.worker.close()
 
 
+def _client_error(exc: Exception) -> BaseException:
+    """The error to raise for a failed handle call: Ray wraps remote errors; unwrap them."""
+    cause = unwrap(exc)
+    if isinstance(cause, (BackPressureError, DeploymentUnavailableError)):
+        # A queue is full (max_queued_requests): tell the client to come back, now.
+        return Overloaded("The service is at capacity; retry in a few seconds.")
+    return cause
+
+
 class RayBackend:
     """TranscriptionBackend over deployment handles."""
 
@@ -202,12 +211,8 @@ class RayBackend:
         prepared = self.preprocessor.prepare.remote(audio, prepare)
         try:
             return await self.transcribers[model].transcribe.remote(prepared, options)
-        except Exception as exc:  # Ray wraps remote errors; surface the client's error
-            cause = unwrap(exc)
-            if isinstance(cause, (BackPressureError, DeploymentUnavailableError)):
-                # A queue is full (max_queued_requests): tell the client to come back, now.
-                raise Overloaded("The service is at capacity; retry in a few seconds.") from exc
-            raise cause from None
+        except Exception as exc:
+            raise _client_error(exc) from None
 
     async def transcribe_stream(self, audio: bytes, model: str, options: DecodeOptions, prepare: PrepareOptions):
         prepared = self.preprocessor.prepare.remote(audio, prepare)
@@ -218,10 +223,7 @@ class RayBackend:
                 yield part
             done = True
         except Exception as exc:
-            cause = unwrap(exc)
-            if isinstance(cause, (BackPressureError, DeploymentUnavailableError)):
-                raise Overloaded("The service is at capacity; retry in a few seconds.") from exc
-            raise cause from None
+            raise _client_error(exc) from None
         finally:
             if not done:
                 parts.cancel()  # the client went away: stop the Transcriber's work for it
