@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import time
@@ -24,7 +25,7 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.api import create_app
 from serve_app.audio import PreparedAudio
 from serve_app.catalog import ModelCatalog
-from serve_app.engine import DecodeOptions, Transcript, join_pieces
+from serve_app.engine import DecodeOptions, Transcript, join_pieces, window_load
 from serve_app.errors import Overloaded, unwrap
 from serve_app.preprocess import PrepareOptions
 from serve_app.schemas import TranscriptionResult
@@ -54,8 +55,9 @@ class Preprocessor:
         return await asyncio.to_thread(self.pre.prepare, data, options)
 
 
-def _count_chunks(items: list[tuple[PreparedAudio, DecodeOptions]]) -> int:
-    return sum(max(1, len(audio.chunks)) for audio, _ in items)
+def _count_windows(items: list[tuple[PreparedAudio, DecodeOptions]]) -> int:
+    """A batch's size in 30 s encoder windows: short chunks share windows (engine packing)."""
+    return math.ceil(sum(window_load(audio) for audio, _ in items))
 
 
 @serve.deployment
@@ -82,6 +84,7 @@ class Transcriber:
             cpu_threads=engine["cpu_threads"],
             num_workers=engine["model_workers"],
             aligner=Aligner(cfg.align_models, cfg.resolved_device) if cfg.align_models else None,
+            pack=cfg.pack_short_chunks,
         )
         self.max_batch_size = 16
         # One batch in flight per model worker: while one decodes, the next gathers, and with
@@ -90,7 +93,7 @@ class Transcriber:
         self._batched = serve.batch(
             max_batch_size=self.max_batch_size,
             batch_wait_timeout_s=0.05,
-            batch_size_fn=_count_chunks,
+            batch_size_fn=_count_windows,
             max_concurrent_batches=engine["model_workers"],
         )(self._decode_batch)
 
@@ -141,6 +144,7 @@ class Transcriber:
         return {
             "decode_calls": stats.decode_calls,
             "chunks": stats.chunks,
+            "windows": stats.windows,
             "largest_batch": stats.largest_batch,
             "requests_per_call": list(stats.requests_per_call),
         }

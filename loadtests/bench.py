@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_worker_niceness", "0")  # as `make run` (serve_app/cli.py) runs it
 
 import httpx  # noqa: E402
 

@@ -105,5 +105,5 @@ def _timed(words: list[dict], segment: Segment) -> list[Word]:
         if end is None:
             following = next((x["start"] for x in words[i + 1 :] if x.get("start") is not None), segment.end)
             end = max(start, following)
-        out.append(Word(w["word"].strip(), round(float(start), 3), round(float(end), 3), round(float(w.get("score", 0.0)), 4)))
+        out.append(Word(" " + w["word"].strip(), round(float(start), 3), round(float(end), 3), round(float(w.get("score", 0.0)), 4)))
     return out

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     batch_wait_timeout_s: float | None = Field(
         None, description="How long a batch waits to fill; default from the profile."
     )
+    pack_short_chunks: bool = Field(
+        True, description="Decode short chunks of different requests in shared 30 s windows."
+    )
     align_models: dict[str, str] = Field(
         default_factory=dict,
         description="Local WhisperX (wav2vec2) alignment models for word times, as JSON "

@@ -140,7 +140,8 @@ def test_python_handle_transcribes_without_http(service):
 
 
 def test_concurrent_requests_share_decode_batches(service):
-    before = service.handle.batch_stats.remote().result()["tiny.en"]["decode_calls"]
+    first = service.handle.batch_stats.remote().result()["tiny.en"]
+    before = first["decode_calls"]
     names = SHORT * 2
     with ThreadPoolExecutor(len(names)) as pool:
         responses = list(pool.map(lambda n: post(service, n), names))
@@ -150,3 +151,5 @@ def test_concurrent_requests_share_decode_batches(service):
     calls = stats["decode_calls"] - before
     shared = stats["requests_per_call"][-calls:]
     assert calls < len(names) and max(shared) > 1, stats
+    # ... and short requests share 30 s encoder windows: fewer windows than chunks decoded
+    assert stats["windows"] - first["windows"] < stats["chunks"] - first["chunks"], stats

@@ -1,0 +1,72 @@
+"""Short chunks of different requests decoded in shared 30 s windows, words handed back.
+
+Real model (tiny.en) and real speech, in-process: the batch body the Transcriber runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from serve_app.audio import Chunk
+from serve_app.engine import DecodeOptions, Segment, WhisperEngine, Word, unpack, window_load
+from serve_app.preprocess import AudioPreprocessor
+from tests.speech import audio, transcripts, wer
+
+SHORT = [f"harvard_0{i}.wav" for i in range(1, 9)]
+
+
+@pytest.fixture(scope="module")
+def engine(catalog):
+    return WhisperEngine(catalog.resolve("tiny.en"), multilingual=False, cpu_threads=2, decode_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    pre = AudioPreprocessor("silero")
+    return {name: pre.prepare(audio(name)) for name in [*SHORT, "harvard_long.flac"]}
+
+
+@pytest.mark.parametrize("options", [DecodeOptions(language="en"), DecodeOptions(language="en", timestamps=True)])
+def test_each_request_gets_its_own_words_back(engine, prepared, options):
+    names = [*SHORT, "harvard_long.flac"]
+    before = (engine.stats.windows, engine.stats.chunks)
+    results = engine.transcribe_many([(prepared[n], options) for n in names])
+    windows = engine.stats.windows - before[0]
+    chunks = engine.stats.chunks - before[1]
+    assert chunks == sum(len(prepared[n].chunks) for n in names)
+    assert windows <= chunks - 5, (windows, chunks)  # eight ~5 s files fit two or three windows
+    for name, result in zip(names, results):
+        assert wer(transcripts()[name], result.text) < 25, (name, result.text)
+        assert result.segments and result.words == []  # words were needed inside, not asked for
+        for segment in result.segments:  # times are the request's own, not the window's
+            assert 0 <= segment.start < segment.end <= prepared[name].duration + 0.01
+
+
+def test_words_asked_for_come_back_in_request_time(engine, prepared):
+    names = SHORT[:4]
+    results = engine.transcribe_many([(prepared[n], DecodeOptions(language="en", word_timestamps=True)) for n in names])
+    for name, result in zip(names, results):
+        assert len(result.words) >= 12 and result.words[0].start < 1.0, (name, result.words[:3])
+        assert result.words[-1].end <= prepared[name].duration + 0.01
+
+
+def test_unpack_assigns_words_by_where_they_fall():
+    words = [Word(" one", 0.1, 0.4, 1), Word(" two", 0.5, 0.9, 1), Word(" gap", 1.9, 2.05, 1), Word(" three", 2.3, 2.8, 1)]
+    window = Segment(0, 0.0, 3.0, "one two gap three", -0.1, words=words)
+
+    class Tok:
+        def encode(self, text):
+            return [len(w) for w in text.split()]
+
+    # chunk A (1 s long, at 10 s in its file) at 0 s in the window; chunk B (1 s, at 3 s) at 2 s
+    a, b = unpack(window, [(0.0, Chunk(10.0, 11.0)), (2.0, Chunk(3.0, 4.0))], Tok())
+    assert a.text == "one two" and [w.start for w in a.words] == [10.1, 10.5]
+    assert b.text == "gap three" and [w.start for w in b.words] == [2.9, 3.3]  # 'gap' is nearer B
+    assert (b.start, b.end) == (3.0, 3.8)
+
+
+def test_window_load_counts_short_chunks_as_shares():
+    class Audio:
+        chunks = [Chunk(0, 4.0), Chunk(5, 35.0)]
+
+    assert window_load(Audio()) == pytest.approx(5.0 / 29.5 + 1.0)
