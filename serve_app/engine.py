@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 N_SAMPLES = 30 * SAMPLE_RATE
 # Packing short chunks into shared windows (WhisperEngine._pack).
 PACK_WINDOW = 29.5  # seconds of a shared window, gaps included
-PACK_GAP = 1.0  # silence between two requests' chunks, so Whisper hears them apart
+PACK_GAP = 0.5  # silence between two requests' chunks, so Whisper hears them apart
 PACK_MAX_CHUNK = 20.0  # longer chunks leave too little room to share: decoded alone
 PREPEND_PUNCTUATION = "\"'“¿([{-"
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"

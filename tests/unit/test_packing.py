@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from serve_app.audio import Chunk
-from serve_app.engine import DecodeOptions, Segment, WhisperEngine, Word, unpack, window_load
+from serve_app.engine import PACK_GAP, PACK_WINDOW, DecodeOptions, Segment, WhisperEngine, Word, unpack, window_load
 from serve_app.preprocess import AudioPreprocessor
 from tests.speech import audio, transcripts, wer
 
@@ -69,4 +69,4 @@ def test_window_load_counts_short_chunks_as_shares():
     class Audio:
         chunks = [Chunk(0, 4.0), Chunk(5, 35.0)]
 
-    assert window_load(Audio()) == pytest.approx(5.0 / 29.5 + 1.0)
+    assert window_load(Audio()) == pytest.approx((4.0 + PACK_GAP) / PACK_WINDOW + 1.0)
