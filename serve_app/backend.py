@@ -49,6 +49,7 @@ class LocalBackend:
                 aligner=Aligner(self.settings.align_models, self.settings.resolved_device)
                 if self.settings.align_models
                 else None,
+                pack=self.settings.pack_short_chunks,
             )
         return self._engines[model]
 
