@@ -21,6 +21,7 @@ from serve_app.audio import SAMPLE_RATE, Chunk, PreparedAudio, loud_frames, snap
 log = logging.getLogger(__name__)
 
 N_SAMPLES = 30 * SAMPLE_RATE
+FRAMES_PER_SECOND = 100  # Whisper's mel frames: a segment's ``seek`` counts them
 # Packing short chunks into shared windows (WhisperEngine._pack).
 PACK_WINDOW = 29.5  # seconds of a shared window, gaps included
 PACK_GAP = 0.5  # silence between two requests' chunks, so Whisper hears them apart
@@ -111,10 +112,10 @@ class BatchStats:
     largest_batch: int = 0
     requests_per_call: list[int] = field(default_factory=list)
 
-    def record(self, windows: int, requests: int, chunks: int | None = None) -> None:
+    def record(self, windows: int, requests: int, chunks: int) -> None:
         self.decode_calls += 1
         self.windows += windows
-        self.chunks += windows if chunks is None else chunks
+        self.chunks += chunks
         self.largest_batch = max(self.largest_batch, windows)
         self.requests_per_call = (self.requests_per_call + [requests])[-256:]
 
@@ -216,7 +217,7 @@ class WhisperEngine:
             tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
             per_chunk.append([{
                 "start": chunk.start, "end": chunk.end, "tokens": tokens,
-                "seek": round(chunk.start * model.frames_per_second),
+                "seek": round(chunk.start * FRAMES_PER_SECOND),
                 "avg_logprob": result.scores[0] * len(tokens) / (len(tokens) + 1),
                 "no_speech_prob": result.no_speech_prob,
             }])  # fmt: skip
@@ -402,7 +403,7 @@ class WhisperEngine:
             return {}
         first: dict[int, np.ndarray] = {}
         for job in jobs:
-            if job.request not in first:
+            if job.request in wanted and job.request not in first:
                 first[job.request] = self.features(job.samples)
         found: dict[int, tuple[str, float]] = {i: ("en", 0.0) for i in wanted if i not in first}
         have = [i for i in wanted if i in first]
@@ -425,12 +426,11 @@ def join_pieces(parts: list[Transcript], options: DecodeOptions, probability: fl
         segments=segments,
         language=options.language or first.language,
         language_probability=probability if probability is not None else first.language_probability,
-        duration=first.duration,
     )
 
-
-
 def get_compression_ratio(text: str) -> float:
+    """faster-whisper's measure, kept here: importing faster_whisper.transcribe loads
+    CTranslate2, which the API process (that imports this module) must not pay for."""
     data = text.encode("utf-8")
     return len(data) / len(zlib.compress(data))
 
@@ -456,17 +456,18 @@ def split_sentences(segment: Segment, tokenizer, pause: float = 1.0) -> list[Seg
             groups.append([])
     if len(groups) == 1:
         return [segment]
-    out = []
-    for group in groups:
-        text = "".join(w.word for w in group).strip()  # words carry their leading spaces
-        out.append(
-            replace(
-                segment, start=group[0].start, end=group[-1].end, text=text,
-                tokens=tokenizer.encode(" " + text), words=group,
-                compression_ratio=round(get_compression_ratio(text), 4),
-            )  # fmt: skip
-        )
-    return out
+    return [_from_words(segment, group, tokenizer) for group in groups]
+
+
+def _from_words(segment: Segment, words: list[Word], tokenizer, **changes) -> Segment:
+    """A segment made of some of ``segment``'s words (or words moved to it): their text, their
+    tokens, their span; the decode scores stay the source's."""
+    text = "".join(w.word for w in words).strip()  # words carry their leading spaces
+    return replace(
+        segment, text=text, words=words, tokens=tokenizer.encode(" " + text),
+        compression_ratio=round(get_compression_ratio(text), 4),
+        **{"start": words[0].start, "end": words[-1].end, **changes},
+    )  # fmt: skip
 
 
 def snap_words(segments: list[Segment], loud: np.ndarray) -> None:
@@ -493,20 +494,15 @@ def unpack(window: Segment, members: list[tuple[float, Chunk]], tokenizer) -> li
         k = min(range(len(spans)), key=lambda k: max(spans[k][0] - middle, middle - spans[k][1], 0.0))
         shift = members[k][1].start - spans[k][0]
         mine[k].append(replace(word, start=round(word.start + shift, 3), end=round(word.end + shift, 3)))
-    out: list[Segment | None] = []
-    for (offset, chunk), words in zip(members, mine):
-        text = "".join(w.word for w in words).strip()
-        if not text:
-            out.append(None)
-            continue
-        out.append(
-            replace(
-                window, start=max(chunk.start, words[0].start), end=min(chunk.end, words[-1].end), text=text,
-                tokens=tokenizer.encode(" " + text), words=words, seek=round(chunk.start * 100),
-                compression_ratio=round(get_compression_ratio(text), 4),
-            )  # fmt: skip
-        )
-    return out
+    return [
+        _from_words(
+            window, words, tokenizer, start=max(chunk.start, words[0].start),
+            end=min(chunk.end, words[-1].end), seek=round(chunk.start * FRAMES_PER_SECOND),
+        )  # fmt: skip
+        if "".join(w.word for w in words).strip()
+        else None
+        for (_, chunk), words in zip(members, mine)
+    ]
 
 
 def window_load(audio: PreparedAudio) -> float:

@@ -88,3 +88,15 @@ def blob_settings(request, tmp_path):
         "s3_endpoint_url": s3["endpoint"], "s3_region": "us-east-1",
         "s3_access_key": "testing", "s3_secret_key": "testing",
     }
+
+
+@pytest.fixture(scope="session")
+def tokenizer(catalog):
+    """tiny.en's real Whisper tokenizer (no model loaded)."""
+    from pathlib import Path
+
+    import tokenizers
+    from faster_whisper.tokenizer import Tokenizer
+
+    path = Path(catalog.resolve("tiny.en")) / "tokenizer.json"
+    return Tokenizer(tokenizers.Tokenizer.from_file(str(path)), False, task="transcribe", language="en")

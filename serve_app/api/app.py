@@ -30,6 +30,7 @@ def error_response(
 ) -> JSONResponse:  # fmt: skip
     """The one error shape: ours, or OpenAI's on the OpenAI-compatible routes (/v1/...)."""
     if request is not None and request.url.path.startswith("/v1/"):
+        # OpenAI answers a bad parameter with 400, not 422
         return openai_error(400 if status == 422 else status, message, code, param)
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
@@ -74,9 +75,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
             fields.append(where)
         message = "; ".join(problems) or "Invalid request."
-        if request.url.path.startswith("/v1/"):  # OpenAI answers a bad parameter with 400
-            return openai_error(400, message, "invalid_request", fields[0] if fields else None)
-        return error_response(422, "invalid_request", message)
+        return error_response(422, "invalid_request", message, request=request, param=next(iter(fields), None))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

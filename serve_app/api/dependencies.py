@@ -70,9 +70,9 @@ class ServiceContext:
         if language is not None and language not in spec.languages:
             if spec.multilingual:
                 raise UnsupportedLanguage(
-                f"Language '{language}' is not a Whisper language code (see /api/v1/languages).",
-                param="language",
-            )
+                    f"Language '{language}' is not a Whisper language code (see /api/v1/languages).",
+                    param="language",
+                )
             raise UnsupportedLanguage(
                 f"Model '{spec.name}' only transcribes English ('en'); "
                 f"use a multilingual model such as 'base' for '{language}'.",

@@ -79,7 +79,7 @@ def test_verbose_json_validates_against_the_sdk_types(sdk, granularities):
         assert body["word_timestamps"] == "whisper" and "no WhisperX alignment model" in body["alignment_note"]
 
 
-def test_streaming_sends_deltas_then_done(sdk):
+def test_streaming_sends_deltas_then_done(sdk, service):
     events = list(
         sdk.audio.transcriptions.create(file=upload("harvard_long.flac"), model="tiny.en", stream=True)
     )
@@ -88,6 +88,10 @@ def test_streaming_sends_deltas_then_done(sdk):
     assert [e.type for e in events[:-1]] == ["transcript.text.delta"] * (len(events) - 1)
     assert "".join(d.delta for d in deltas) == events[-1].text
     assert wer(transcripts()["harvard_long.flac"], events[-1].text) < 15
+    with service.client() as client:  # recorded as a job, like any sync request
+        [job] = client.get("/api/v1/transcriptions", params={"limit": 1}).json()["items"]
+        assert job["filename"] == "harvard_long.flac" and job["status"] == "COMPLETED" and job["sync"]
+        assert client.get(f"/api/v1/transcriptions/{job['id']}").json()["result"]["text"] == events[-1].text
 
 
 def test_streaming_bad_audio_is_a_400_before_any_event(sdk):

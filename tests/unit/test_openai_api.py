@@ -37,6 +37,10 @@ async def test_json_through_the_sdk(sdk):
     result = await sdk.audio.transcriptions.create(file=("a.wav", audio("harvard_01.wav")), model="whisper-1")
     assert isinstance(result, openai.types.audio.Transcription)
     assert wer(transcripts()["harvard_01.wav"], result.text) < 25
+    sampled = await sdk.audio.transcriptions.create(
+        file=("a.wav", audio("harvard_01.wav")), model="whisper-1", temperature=0.4, response_format="verbose_json"
+    )
+    assert wer(transcripts()["harvard_01.wav"], sampled.text) < 40 and sampled.segments[0].temperature == 0.4
 
 
 @pytest.mark.parametrize(

@@ -50,17 +50,14 @@ def test_words_asked_for_come_back_in_request_time(engine, prepared):
         assert result.words[-1].end <= prepared[name].duration + 0.01
 
 
-def test_unpack_assigns_words_by_where_they_fall():
+def test_unpack_assigns_words_by_where_they_fall(tokenizer):
     words = [Word(" one", 0.1, 0.4, 1), Word(" two", 0.5, 0.9, 1), Word(" gap", 1.9, 2.05, 1), Word(" three", 2.3, 2.8, 1)]
     window = Segment(0, 0.0, 3.0, "one two gap three", -0.1, words=words)
 
-    class Tok:
-        def encode(self, text):
-            return [len(w) for w in text.split()]
-
     # chunk A (1 s long, at 10 s in its file) at 0 s in the window; chunk B (1 s, at 3 s) at 2 s
-    a, b = unpack(window, [(0.0, Chunk(10.0, 11.0)), (2.0, Chunk(3.0, 4.0))], Tok())
+    a, b = unpack(window, [(0.0, Chunk(10.0, 11.0)), (2.0, Chunk(3.0, 4.0))], tokenizer)
     assert a.text == "one two" and [w.start for w in a.words] == [10.1, 10.5]
+    assert tokenizer.decode(b.tokens).strip() == "gap three" and b.seek == 300
     assert b.text == "gap three" and [w.start for w in b.words] == [2.9, 3.3]  # 'gap' is nearer B
     assert (b.start, b.end) == (3.0, 3.8)
 

@@ -5,8 +5,6 @@ The ground-truth check of word times through the service is in tests/serve/test_
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -41,15 +39,6 @@ def test_quiet_recordings_have_a_silence_level_of_their_own():
     noisy = np.concatenate([silence(1), tone(1, level=0.02)]) + np.random.default_rng(0).normal(0, 0.0005, 32000)
     loud = loud_frames(noisy.astype(np.float32))
     assert not loud[:95].any() and loud[105:].all()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(catalog):
-    import tokenizers
-    from faster_whisper.tokenizer import Tokenizer
-
-    path = Path(catalog.resolve("tiny.en")) / "tokenizer.json"
-    return Tokenizer(tokenizers.Tokenizer.from_file(str(path)), False, task="transcribe", language="en")
 
 
 def test_chunk_segments_split_into_sentences_at_punctuation_and_pauses(tokenizer):

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from serve_app.api.dependencies import Context, ServiceContext, require_api_key
 from serve_app.api.routers.transcriptions import read_upload, transcribe_now
 from serve_app.catalog import ModelSpec
-from serve_app.engine import DecodeOptions, Transcript, join_pieces
+from serve_app.engine import DecodeOptions, Transcript
 from serve_app.errors import InvalidParameter, ServiceError
 from serve_app.formats import MEDIA_TYPES, RENDERERS
 from serve_app.preprocess import PrepareOptions
@@ -113,21 +113,17 @@ def _sse(event: dict) -> bytes:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
 
-async def _stream(first: Transcript, rest: AsyncIterator[Transcript], options: DecodeOptions) -> AsyncIterator[bytes]:
-    """``transcript.text.delta`` per decoded piece, then ``transcript.text.done``."""
-    parts = [first]
-    sent_any = False
+async def _stream(first: Transcript, rest: AsyncIterator[Transcript]) -> AsyncIterator[bytes]:
+    """``transcript.text.delta`` per decoded segment, then ``transcript.text.done``."""
+    deltas: list[str] = []
     try:
         part: Transcript | None = first
         while part is not None:
             for segment in part.segments:
-                yield _sse({"type": "transcript.text.delta", "delta": (" " if sent_any else "") + segment.text})
-                sent_any = True
+                deltas.append((" " if deltas else "") + segment.text)
+                yield _sse({"type": "transcript.text.delta", "delta": deltas[-1]})
             part = await anext(rest, None)
-            if part is not None:
-                parts.append(part)
-        whole = join_pieces(parts, options, None)
-        yield _sse({"type": "transcript.text.done", "text": whole.text})
+        yield _sse({"type": "transcript.text.done", "text": "".join(deltas)})
     except ServiceError as exc:  # the status line is sent: report it as the SDK reads errors
         yield _sse({"error": {"message": exc.message, "type": "invalid_request_error", "param": exc.param, "code": exc.code}})
     finally:
@@ -160,7 +156,7 @@ async def _audio(
     # Wait for the first part before answering, so bad audio still gets a 4xx status.
     first = await anext(parts)
     request.state.audio_seconds = round(first.duration, 2)
-    return StreamingResponse(_stream(first, parts, options), media_type="text/event-stream")
+    return StreamingResponse(_stream(first, parts), media_type="text/event-stream")
 
 
 @router.post("/audio/transcriptions")
