@@ -39,6 +39,23 @@ def transcriber_name(model: str) -> str:
     return "Transcriber-" + re.sub(r"[^A-Za-z0-9]+", "-", model)
 
 
+def _renice_threads(nice: int) -> None:
+    """Every thread of this process to ``nice``; threads started later inherit it.
+
+    The Ingress runs ahead of everything else on the box (negative nice): cheap calls then
+    wait neither for the decode threads nor for Ray's own processes or a load generator.
+    Raising priority needs CAP_SYS_NICE; without it the Ingress keeps its priority.
+    """
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+        except PermissionError:
+            log.warning("cannot set the Ingress to nice %s (needs CAP_SYS_NICE); left as is", nice)
+            return
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+
+
 @serve.deployment
 class Preprocessor:
     """Decode, normalize and VAD; CPU work in a thread so the replica keeps answering."""
@@ -87,15 +104,27 @@ class Transcriber:
             pack=cfg.pack_short_chunks,
         )
         self.max_batch_size = 16
+        self.model_workers = engine["model_workers"]
+        self._decoding = 0  # batches being decoded now
         # One batch in flight per model worker: while one decodes, the next gathers, and with
         # several workers they decode at once. Built here because the count is configuration.
         # Called positionally only: with batch_size_fn set, a keyword call kills the batch loop.
         self._batched = serve.batch(
             max_batch_size=self.max_batch_size,
             batch_wait_timeout_s=0.05,
-            batch_size_fn=_count_windows,
+            batch_size_fn=self._batch_size,
             max_concurrent_batches=engine["model_workers"],
         )(self._decode_batch)
+
+    def _batch_size(self, items: list[tuple[PreparedAudio, DecodeOptions]]) -> int:
+        """The batch's size in windows; while nothing decodes, a batch counts as full.
+
+        Serve closes a batch when it is full or ``batch_wait_timeout_s`` after its first
+        request. Waiting pays only while another batch keeps a core busy (more requests then
+        share the next windows); on an idle model it would only delay a lone request.
+        """
+        windows = _count_windows(items)
+        return windows if self._decoding else max(windows, self.max_batch_size)
 
     def reconfigure(self, config: dict) -> None:
         """Batch limits from user_config: change them with `serve deploy`, no restart."""
@@ -126,9 +155,9 @@ class Transcriber:
             options = replace(options, language=language)
         else:
             probability = None
-        # A request larger than one batch is cut into batch-sized pieces that queue like any
-        # other request, so a long file never starves short ones (and never exceeds the limit).
-        size = self.max_batch_size
+        # A long request is cut into pieces that queue like any other request, so it never
+        # starves short ones, never exceeds a batch, and all model workers decode it at once.
+        size = max(1, math.ceil(self.max_batch_size / self.model_workers))
         parts = [replace(audio, chunks=audio.chunks[i : i + size]) for i in range(0, len(audio.chunks), size)]
         pieces = [asyncio.ensure_future(self._batched((p, options))) for p in parts or [audio]]
         return options, probability, pieces
@@ -137,7 +166,11 @@ class Transcriber:
         return self.engine.detect_languages(self.engine.features(samples)[None])
 
     async def _decode_batch(self, items: list[tuple[PreparedAudio, DecodeOptions]]) -> list[Transcript]:
-        return await asyncio.to_thread(self.engine.transcribe_many, items)
+        self._decoding += 1
+        try:
+            return await asyncio.to_thread(self.engine.transcribe_many, items)
+        finally:
+            self._decoding -= 1
 
     def batch_stats(self) -> dict:
         stats = self.engine.stats
@@ -244,10 +277,13 @@ class Ingress:
         transcribers: dict[str, DeploymentHandle],
         settings: dict,
         worker: DeploymentHandle | None = None,
+        nice: int = 0,
     ):
         from serve_app.jobs import JobService
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+        if nice:
+            _renice_threads(nice)
         self.settings = Settings(**settings)
         self.backend = RayBackend(preprocessor, transcribers)
         # `worker` is bound here only so that Serve deploys the JobWorker; jobs reach it
@@ -350,5 +386,5 @@ def build_app(args: dict | None = None) -> Application:
         else None
     )
     return Ingress.options(**_deployment_options(profile["ingress"])).bind(
-        preprocessor, transcribers, shared, worker
+        preprocessor, transcribers, shared, worker, profile["ingress"].get("nice", 0)
     )

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import asyncpg
 import pytest
 
-from tests.speech import audio, transcripts, wer
+from tests.speech import audio, corpus_wer, transcripts, wer
 
 SHORT = sorted(n for n in transcripts() if n.endswith(".wav"))
 
@@ -62,7 +62,13 @@ def test_fifty_jobs_at_once_all_complete_exactly_once(service):
     for job_id, name in zip(ids, names):
         body = results[job_id]
         assert body["status"] == "COMPLETED", body
-        assert wer(transcripts()[name], body["result"]["text"]) < 25, (name, body["result"]["text"])
+        # Its own words: another request's text would be ~100% wrong. tiny.en makes up to 4
+        # errors in a 15-word sentence depending on what shares its window ("For hours ...
+        # face to us" for "Four hours ... faced us": 25%), so the bound per file is loose and
+        # the overall one tight.
+        assert wer(transcripts()[name], body["result"]["text"]) < 40, (name, body["result"]["text"])
+    pairs = [(transcripts()[n], results[i]["result"]["text"]) for i, n in zip(ids, names)]
+    assert corpus_wer(pairs) < 15
     recorded = rows(service, ids)
     assert len(recorded) == 50
     assert all(r["status"] == "COMPLETED" and r["attempts"] == 1 for r in recorded)  # none twice

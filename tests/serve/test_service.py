@@ -146,7 +146,9 @@ def test_concurrent_requests_share_decode_batches(service):
     with ThreadPoolExecutor(len(names)) as pool:
         responses = list(pool.map(lambda n: post(service, n), names))
     for name, response in zip(names, responses):  # each request gets its own words back
-        assert wer(transcripts()[name], response.json()["text"]) < 25, (name, response.text)
+        # (another request's words would be ~100% wrong; see test_jobs for the bound)
+        assert wer(transcripts()[name], response.json()["text"]) < 40, (name, response.text)
+    assert corpus_wer([(transcripts()[n], r.json()["text"]) for n, r in zip(names, responses)]) < 15
     stats = service.handle.batch_stats.remote().result()["tiny.en"]
     calls = stats["decode_calls"] - before
     shared = stats["requests_per_call"][-calls:]
