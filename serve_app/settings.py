@@ -20,6 +20,11 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the HTTP proxy binds.")
     port: int = Field(8000, description="Port of the HTTP proxy.")
+    proxy: Literal["haproxy", "python"] = Field(
+        "haproxy",
+        description="HTTP front of a local cluster: HAProxy (bundled with ray[serve]) forwarding "
+        "straight to the Ingress replica, or Serve's Python proxy actor.",
+    )
     profile: Literal["cpu", "gpu"] = Field(
         "cpu", description="Deployment profile: resources and batch limits (configs/profiles/)."
     )

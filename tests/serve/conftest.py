@@ -35,6 +35,7 @@ def service(tmp_path_factory, s3_server):
     from ray import serve
 
     from deployments.app import APP_NAME, build_app
+    from serve_app.cli import local_cluster_env
     from serve_app.database import start_embedded
 
     postgres = start_embedded(tmp_path_factory.mktemp("serve-pgdata"))
@@ -53,6 +54,7 @@ def service(tmp_path_factory, s3_server):
         "data_dir": str(tmp_path_factory.mktemp("serve-data")),
     }
     port = free_port()
+    local_cluster_env(free_ports=True)  # HAProxy in front, as `make run` starts it
     ray.init(
         include_dashboard=False,
         log_to_driver=False,
