@@ -167,10 +167,14 @@ def start_service(data_dir: str) -> tuple[str, callable]:
     return f"http://127.0.0.1:{port}", stop
 
 
-def report(runs: list[Run], lone: dict[str, float], corpus: dict) -> str:
-    a, b = runs[0], runs[1]
+def _c16(runs: list[Run]) -> Run:
     best = [r for r in runs if "16" in r.name]
-    c16 = best[0] if best else runs[-1]
+    return best[0] if best else runs[-1]
+
+
+def report(runs: list[Run], lone: dict[str, float], corpus: dict, extra: list[str] = ()) -> str:
+    a, b = runs[0], runs[1]
+    c16 = _c16(runs)
     short = sum(1 for p in corpus if p.endswith(".wav"))
     lines = [
         "# Performance",
@@ -179,7 +183,7 @@ def report(runs: list[Run], lone: dict[str, float], corpus: dict) -> str:
         f"{platform.machine()}, {os.cpu_count()} cores, no GPU. Model {MODEL} int8, beam {BEAM}, "
         f"{THREADS} CPU threads, batch {BATCH} for the bare pipelines. Corpus: {short} short files and "
         f"{len(corpus) - short} long ones, {a.audio_seconds:.0f} s of Piper speech "
-        "(loadtests/corpus.py). All rows come from the same run on the same machine.",
+        "(loadtests/corpus.py). All rows come from the same run of the bench on the same machine.",
         "",
         "| pipeline | x real time | p50 latency (s) | p95 latency (s) | WER % |",
         "|---|---|---|---|---|",
@@ -188,13 +192,15 @@ def report(runs: list[Run], lone: dict[str, float], corpus: dict) -> str:
         lines.append(f"| {r.name} | {r.xrt:.1f} | {r.pct(0.5):.2f} | {r.pct(0.95):.2f} | {r.wer:.2f} |")
     lines += [
         "",
-        "Ratios (same run):",
+        "Ratios (the rows above):",
         "",
         f"- service at concurrency 16 / (b): **{c16.xrt / b.xrt:.2f}x** throughput (target >= 1.0)",
         f"- service at concurrency 16 / (a): **{c16.xrt / a.xrt:.2f}x** throughput (target >= 3)",
         f"- service WER - (b) WER: **{c16.wer - b.wer:+.2f}** points (target <= +1)",
         f"- lone ~5 s request, p50: service {lone['service']:.2f} s, (b) {lone['bare']:.2f} s: "
         f"**{lone['service'] / lone['bare']:.2f}x** (target <= 2)",
+        "",
+        *extra,
         "",
         "![throughput](performance.png)",
         "",
@@ -219,23 +225,15 @@ def plot(runs: list[Run], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", help="measure this running service instead of starting one")
-    parser.add_argument("--concurrency", default="1,4,16")
-    parser.add_argument("--skip-whisperx", action="store_true", help="leave out (a) (slow)")
-    parser.add_argument("--no-write", action="store_true", help="print only")
-    args = parser.parse_args()
-
-    corpus = build()
-    lone_bytes = (Path(__file__).resolve().parents[1] / "tests" / "data" / LONE).read_bytes()
-    print(f"corpus: {len(corpus)} files, {sum(v['seconds'] for v in corpus.values()):.0f} s", flush=True)
+def one_round(args, corpus: dict, lone_bytes: bytes) -> tuple[list[Run], dict[str, float]]:
+    """(a), (b) and the lone (b) latency alone on the machine, then the service's rows."""
     runs, lone = [], {}
-    # Baselines first, alone on the machine, then the service.
     if not args.skip_whisperx:
         run, _ = whisperx_default(corpus)
         runs.append(run)
         print(f"{run.name}: {run.xrt:.1f}x, WER {run.wer:.2f}", flush=True)
+    else:
+        runs.append(Run("(a) WhisperX default pipeline (skipped)", 1, float("inf")))
     run, bare = faster_whisper_batched(corpus)
     runs.append(run)
     print(f"{run.name}: {run.xrt:.1f}x, WER {run.wer:.2f}", flush=True)
@@ -264,10 +262,56 @@ def main() -> None:
     finally:
         if stop:
             stop()
+    return runs, lone
 
-    if args.skip_whisperx:
-        runs.insert(0, Run("(a) WhisperX default pipeline (skipped)", 1, float("inf")))
-    text = report(runs, lone, corpus)
+
+def median_round(rounds: list[tuple[list[Run], dict[str, float]]]) -> tuple[list[Run], dict[str, float]]:
+    """Per row, the run with the median throughput; the lone latencies' medians."""
+    runs = []
+    for i in range(len(rounds[0][0])):
+        ordered = sorted((r[0][i] for r in rounds), key=lambda run: run.xrt)
+        runs.append(ordered[len(ordered) // 2])
+    lone = {k: statistics.median(r[1][k] for r in rounds) for k in rounds[0][1]}
+    return runs, lone
+
+
+def round_lines(rounds: list[tuple[list[Run], dict[str, float]]]) -> list[str]:
+    """The ratios of each round: its rows were measured minutes apart, so they pair best."""
+    if len(rounds) < 2:
+        return []
+    lines = ["", f"Each round ({len(rounds)}) on its own: the table above shows, per row, the round with the "
+             "median throughput; the ratios below pair rows of the same round.", "",
+             "| round | (a) | (b) | c16 | c16/(a) | c16/(b) | WER c16 - (b) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    paired = []
+    for n, (runs, _) in enumerate(rounds, 1):
+        a, b, c16 = runs[0], runs[1], _c16(runs)
+        paired.append(c16.xrt / a.xrt)
+        lines.append(f"| {n} | {a.xrt:.1f} | {b.xrt:.1f} | {c16.xrt:.1f} | {c16.xrt / a.xrt:.2f} | "
+                     f"{c16.xrt / b.xrt:.2f} | {c16.wer - b.wer:+.2f} |")  # fmt: skip
+    lines += ["", f"Median of the paired c16/(a) ratios: **{statistics.median(paired):.2f}x**."]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="measure this running service instead of starting one")
+    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat everything; the box's speed drifts, medians and paired ratios hold")  # fmt: skip
+    parser.add_argument("--skip-whisperx", action="store_true", help="leave out (a) (slow)")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+
+    corpus = build()
+    lone_bytes = (Path(__file__).resolve().parents[1] / "tests" / "data" / LONE).read_bytes()
+    print(f"corpus: {len(corpus)} files, {sum(v['seconds'] for v in corpus.values()):.0f} s", flush=True)
+    rounds = []
+    for n in range(args.rounds):
+        if args.rounds > 1:
+            print(f"-- round {n + 1} of {args.rounds}", flush=True)
+        rounds.append(one_round(args, corpus, lone_bytes))
+    runs, lone = median_round(rounds)
+    text = report(runs, lone, corpus, round_lines(rounds))
     print("\n" + text)
     if not args.no_write:
         # Sections written by hand after the marker (Locust figures, GPU runs) are kept.
@@ -278,7 +322,9 @@ def main() -> None:
         plot(runs, DOCS / "performance.png")
         (DOCS / "performance.json").write_text(
             json.dumps([{"name": r.name, "xrt": r.xrt, "p50": r.pct(0.5), "p95": r.pct(0.95),
-                         "wer": r.wer} for r in runs] + [{"lone": lone}], indent=1)  # fmt: skip
+                         "wer": r.wer} for r in runs] + [{"lone": lone, "rounds": [
+                             [{"name": r.name, "xrt": r.xrt, "wer": r.wer} for r in rr] for rr, _ in rounds]}],
+                       indent=1)  # fmt: skip
         )
 
 
