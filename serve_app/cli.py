@@ -38,11 +38,12 @@ def local_cluster_env(proxy: str = "haproxy", *, free_ports: bool = False) -> No
         os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
         os.environ.setdefault("RAY_SERVE_HAPROXY_NBTHREAD", "1")
         if free_ports:  # a second instance on the box (tests, bench) must not take 9101/8404
-            os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(_free_port()))
-            os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(_free_port()))
+            os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
+            os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on now (for a second instance on the same box)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+from serve_app.cli import free_port  # noqa: E402,F401  (tests and the bench use it)
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/serve/" in str(item.fspath):
             item.add_marker(pytest.mark.serve)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
