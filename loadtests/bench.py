@@ -149,8 +149,7 @@ def start_service(data_dir: str) -> tuple[str, callable]:
     from ray import serve
 
     from deployments.app import APP_NAME, build_app
-    from serve_app.cli import local_cluster_env
-    from tests.conftest import free_port
+    from serve_app.cli import free_port, local_cluster_env
 
     port = free_port()
     root = str(Path(__file__).resolve().parents[1])
