@@ -24,6 +24,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.api import create_app
 from serve_app.audio import PreparedAudio
+from serve_app.batching import PullBatcher
 from serve_app.catalog import ModelCatalog
 from serve_app.engine import DecodeOptions, Transcript, join_pieces, window_load
 from serve_app.errors import Overloaded, unwrap
@@ -72,11 +73,6 @@ class Preprocessor:
         return await asyncio.to_thread(self.pre.prepare, data, options)
 
 
-def _count_windows(items: list[tuple[PreparedAudio, DecodeOptions]]) -> int:
-    """A batch's size in 30 s encoder windows: short chunks share windows (engine packing)."""
-    return math.ceil(sum(window_load(audio) for audio, _ in items))
-
-
 @serve.deployment
 class Transcriber:
     """One Whisper model; gathers the chunks of concurrent requests into shared batches."""
@@ -105,32 +101,21 @@ class Transcriber:
         )
         self.max_batch_size = 16
         self.model_workers = engine["model_workers"]
-        self._decoding = 0  # batches being decoded now
-        # One batch in flight per model worker: while one decodes, the next gathers, and with
-        # several workers they decode at once. Built here because the count is configuration.
-        # Called positionally only: with batch_size_fn set, a keyword call kills the batch loop.
-        self._batched = serve.batch(
-            max_batch_size=self.max_batch_size,
-            batch_wait_timeout_s=0.05,
-            batch_size_fn=self._batch_size,
-            max_concurrent_batches=engine["model_workers"],
-        )(self._decode_batch)
-
-    def _batch_size(self, items: list[tuple[PreparedAudio, DecodeOptions]]) -> int:
-        """The batch's size in windows; while nothing decodes, a batch counts as full.
-
-        Serve closes a batch when it is full or ``batch_wait_timeout_s`` after its first
-        request. Waiting pays only while another batch keeps a core busy (more requests then
-        share the next windows); on an idle model it would only delay a lone request.
-        """
-        windows = _count_windows(items)
-        return windows if self._decoding else max(windows, self.max_batch_size)
+        # Cross-request batching: a model worker that comes free takes the queued requests
+        # that fill up to max_batch_size windows (serve_app/batching.py says why not
+        # @serve.batch). Limits come from user_config (reconfigure).
+        self._batcher = PullBatcher(
+            self.engine.transcribe_many,
+            size=lambda item: window_load(item[0]),
+            workers=self.model_workers,
+            max_size=self.max_batch_size,
+            wait_s=0.05,
+        )
 
     def reconfigure(self, config: dict) -> None:
         """Batch limits from user_config: change them with `serve deploy`, no restart."""
         self.max_batch_size = int(config.get("max_batch_size", self.max_batch_size))
-        self._batched.set_max_batch_size(self.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.05)))
+        self._batcher.set_limits(self.max_batch_size, float(config.get("batch_wait_timeout_s", 0.05)))
         self.engine.decode_batch_size = int(config.get("decode_batch_size", self.engine.decode_batch_size))
 
     async def transcribe(self, audio: PreparedAudio, options: DecodeOptions) -> Transcript:
@@ -155,22 +140,15 @@ class Transcriber:
             options = replace(options, language=language)
         else:
             probability = None
-        # A long request is cut into pieces that queue like any other request, so it never
-        # starves short ones, never exceeds a batch, and all model workers decode it at once.
-        size = max(1, math.ceil(self.max_batch_size / self.model_workers))
-        parts = [replace(audio, chunks=audio.chunks[i : i + size]) for i in range(0, len(audio.chunks), size)]
-        pieces = [asyncio.ensure_future(self._batched((p, options))) for p in parts or [audio]]
+        # A long request is cut into one piece per <= 30 s chunk; pieces queue like any other
+        # request, so a long request never starves short ones, never exceeds a batch, and all
+        # model workers decode it at once (and its short tail shares a window with others).
+        parts = [replace(audio, chunks=[chunk]) for chunk in audio.chunks]
+        pieces = [asyncio.ensure_future(self._batcher.submit((p, options))) for p in parts or [audio]]
         return options, probability, pieces
 
     def _detect(self, samples):
         return self.engine.detect_languages(self.engine.features(samples)[None])
-
-    async def _decode_batch(self, items: list[tuple[PreparedAudio, DecodeOptions]]) -> list[Transcript]:
-        self._decoding += 1
-        try:
-            return await asyncio.to_thread(self.engine.transcribe_many, items)
-        finally:
-            self._decoding -= 1
 
     def batch_stats(self) -> dict:
         stats = self.engine.stats
@@ -180,6 +158,8 @@ class Transcriber:
             "windows": stats.windows,
             "largest_batch": stats.largest_batch,
             "requests_per_call": list(stats.requests_per_call),
+            "batch_sizes": list(self._batcher.batches),  # in windows, as the batcher counts them
+            "queued": self._batcher.queued,
         }
 
 
@@ -353,10 +333,14 @@ def build_app(args: dict | None = None) -> Application:
 
     tr = dict(profile["transcriber"])
     batch = {
-        "max_batch_size": settings.max_batch_size or tr.pop("max_batch_size", 16),
-        "batch_wait_timeout_s": settings.batch_wait_timeout_s or tr.pop("batch_wait_timeout_s", 0.05),
+        "max_batch_size": tr.pop("max_batch_size", 16),
+        "batch_wait_timeout_s": tr.pop("batch_wait_timeout_s", 0.05),
         "decode_batch_size": tr.pop("decode_batch_size", 4),
     }
+    if settings.max_batch_size is not None:
+        batch["max_batch_size"] = settings.max_batch_size
+    if settings.batch_wait_timeout_s is not None:  # 0 is a value: no wait
+        batch["batch_wait_timeout_s"] = settings.batch_wait_timeout_s
     engine = {
         "cpu_threads": tr.pop("cpu_threads", 2),
         "model_workers": tr.pop("model_workers", 1),

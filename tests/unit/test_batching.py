@@ -1,0 +1,159 @@
+"""How the Transcriber forms its cross-request batches (``serve_app.batching.PullBatcher``).
+
+Plain asyncio, no model: ``run`` is a function that records the batches it gets (and can be
+held, like a decode in progress). The model side of batching (requests sharing decode calls,
+each getting its own text) is tested against the real service in tests/serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from serve_app.batching import PullBatcher
+
+
+class Recorder:
+    """A batch function: returns each item doubled; ``hold`` keeps it inside a batch."""
+
+    def __init__(self):
+        self.batches: list[list[int]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.inside = threading.Event()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        self.inside.set()
+        self.hold.wait(10)
+        if any(i < 0 for i in items):
+            raise ValueError("negative item")
+        return [2 * i for i in items]
+
+
+async def until(event: threading.Event) -> None:
+    await asyncio.to_thread(event.wait, 10)
+
+
+def batcher(run, *, workers=1, max_size=4.0, wait_s=0.05, size=lambda item: 1.0) -> PullBatcher:
+    return PullBatcher(run, size=size, workers=workers, max_size=max_size, wait_s=wait_s)
+
+
+async def test_a_lone_request_on_an_idle_model_starts_at_once():
+    run = Recorder()
+    b = batcher(run, wait_s=30)  # a wait would show as a timeout below
+    assert await asyncio.wait_for(b.submit(3), 5) == 6
+    assert run.batches == [[3]]
+
+
+async def test_requests_that_queue_while_the_model_is_busy_share_the_next_batch():
+    run = Recorder()
+    b = batcher(run, max_size=8, wait_s=0)
+    run.hold.clear()
+    first = asyncio.ensure_future(b.submit(1))
+    await until(run.inside)  # the only worker now decodes [1]
+    rest = [asyncio.ensure_future(b.submit(i)) for i in (2, 3, 4)]
+    await asyncio.sleep(0.2)  # longer than any batch timer: nothing closes a batch early
+    assert run.batches == [[1]]
+    run.hold.set()
+    assert await first == 2 and await asyncio.gather(*rest) == [4, 6, 8]
+    assert run.batches == [[1], [2, 3, 4]]  # formed when the worker came free
+
+
+async def test_a_batch_never_holds_more_than_max_size():
+    run = Recorder()
+    b = batcher(run, max_size=2, size=lambda item: 1.0)
+    run.hold.clear()
+    first = asyncio.ensure_future(b.submit(0))
+    await until(run.inside)
+    rest = [asyncio.ensure_future(b.submit(i)) for i in range(1, 6)]
+    await asyncio.sleep(0)
+    run.hold.set()
+    assert await asyncio.gather(first, *rest) == [0, 2, 4, 6, 8, 10]  # each its own result
+    assert run.batches == [[0], [1, 2], [3, 4], [5]]
+
+
+async def test_a_failing_batch_fails_its_own_requests_only():
+    run = Recorder()
+    b = batcher(run, max_size=8, wait_s=0)
+    run.hold.clear()
+    first = asyncio.ensure_future(b.submit(1))
+    await until(run.inside)
+    bad = [asyncio.ensure_future(b.submit(i)) for i in (2, -1)]
+    await asyncio.sleep(0)
+    run.hold.set()
+    assert await first == 2
+    for task in bad:
+        with pytest.raises(ValueError, match="negative item"):
+            await task
+    assert await b.submit(5) == 10  # the worker is still serving
+
+
+async def test_a_request_cancelled_while_queued_is_not_decoded():
+    run = Recorder()
+    b = batcher(run, max_size=8, wait_s=0)
+    run.hold.clear()
+    first = asyncio.ensure_future(b.submit(1))
+    await until(run.inside)
+    gone, kept = asyncio.ensure_future(b.submit(2)), asyncio.ensure_future(b.submit(3))
+    await asyncio.sleep(0)
+    gone.cancel()  # a streaming client went away
+    run.hold.set()
+    assert await first == 2 and await kept == 6
+    assert run.batches == [[1], [3]]
+
+
+async def test_a_worker_that_comes_free_beside_a_busy_one_waits_briefly_for_a_fuller_batch():
+    run = Recorder()
+    b = batcher(run, workers=2, max_size=4, wait_s=0.3)
+    run.hold.clear()
+    first = asyncio.ensure_future(b.submit(1))
+    await until(run.inside)  # worker 1 busy, worker 2 idle
+    second = asyncio.ensure_future(b.submit(2))
+    await asyncio.sleep(0.05)
+    third = asyncio.ensure_future(b.submit(3))  # within worker 2's wait: same batch
+    await asyncio.sleep(0.5)  # worker 2 took [2, 3] after its wait; worker 1 still decodes
+    run.hold.set()
+    assert await asyncio.gather(first, second, third) == [2, 4, 6]
+    assert run.batches == [[1], [2, 3]]
+
+
+def test_idle_workers_share_the_queue_so_a_long_request_decodes_on_all_of_them():
+    b = batcher(Recorder(), workers=2, max_size=4)
+    loop = asyncio.new_event_loop()
+    try:
+        for n in range(4):  # four 30 s chunks of one long request, both workers idle
+            b._queue.append(_pending(loop, n, 1.0))
+        assert [p.item for p in b._take()] == [0, 1]  # this worker's half
+        b.busy = 1
+        assert [p.item for p in b._take()] == [2, 3]  # the other worker's
+    finally:
+        loop.close()
+
+
+def test_beside_a_busy_worker_a_batch_takes_whole_windows_and_leaves_the_rest_to_the_next():
+    b = batcher(Recorder(), workers=2, max_size=4)
+    loop = asyncio.new_event_loop()
+    try:
+        for n in range(9):  # nine 5 s requests: a share of 0.2 window each, 1.8 windows
+            b._queue.append(_pending(loop, n, 0.2))
+        b.busy = 1
+        assert [p.item for p in b._take()] == [0, 1, 2, 3, 4]  # one full window
+        assert b.queued == 4  # they open the next batch, later arrivals fill it
+    finally:
+        loop.close()
+
+
+def test_limits_are_checked():
+    with pytest.raises(ValueError):
+        batcher(Recorder(), max_size=0)
+    with pytest.raises(ValueError):
+        batcher(Recorder(), wait_s=-1)
+
+
+def _pending(loop, item, size):
+    from serve_app.batching import _Pending
+
+    return _Pending(item, size, loop.create_future())
