@@ -50,6 +50,31 @@ def test_words_asked_for_come_back_in_request_time(engine, prepared):
         assert result.words[-1].end <= prepared[name].duration + 0.01
 
 
+def test_lone_and_shared_windows_decode_in_one_call_and_lone_ones_keep_their_times(engine, prepared, monkeypatch):
+    """A batch of a long request's ~30 s chunks (lone windows) and short requests (shared):
+    one generate call; alignment only where words are needed, so lone chunks keep their VAD
+    times. On a GPU the encoder output cannot be sliced and every row is aligned: the same
+    results must come back (that path is run here by refusing the slice)."""
+    import serve_app.engine as engine_module
+
+    long_audio = prepared["harvard_long.flac"]
+    assert any(c.duration > 20 for c in long_audio.chunks)  # it makes lone windows
+    names = ["harvard_long.flac", *SHORT[:4]]
+    requests = [(prepared[n], DecodeOptions(language="en")) for n in names]
+    calls = engine.stats.decode_calls
+    sliced = engine.transcribe_many(requests)
+    assert engine.stats.decode_calls - calls == 1
+    lone = [s for s in sliced[0].segments if s.end - s.start > 20]
+    assert lone and all(any(abs(s.start - c.start) < 1e-3 for c in long_audio.chunks) for s in lone)
+
+    monkeypatch.setattr(engine_module, "_rows", lambda view, rows: None)
+    every_row = engine.transcribe_many(requests)
+    for a, b in zip(sliced, every_row):
+        assert a.text == b.text
+        assert [(s.start, s.end) for s in a.segments] == [(s.start, s.end) for s in b.segments]
+        assert all(s.words is None for s in b.segments)
+
+
 def test_unpack_assigns_words_by_where_they_fall(tokenizer):
     words = [Word(" one", 0.1, 0.4, 1), Word(" two", 0.5, 0.9, 1), Word(" gap", 1.9, 2.05, 1), Word(" three", 2.3, 2.8, 1)]
     window = Segment(0, 0.0, 3.0, "one two gap three", -0.1, words=words)
