@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import re
 import time
@@ -100,14 +99,13 @@ class Transcriber:
             pack=cfg.pack_short_chunks,
         )
         self.max_batch_size = 16
-        self.model_workers = engine["model_workers"]
         # Cross-request batching: a model worker that comes free takes the queued requests
         # that fill up to max_batch_size windows (serve_app/batching.py says why not
         # @serve.batch). Limits come from user_config (reconfigure).
         self._batcher = PullBatcher(
             self.engine.transcribe_many,
             size=lambda item: window_load(item[0]),
-            workers=self.model_workers,
+            workers=engine["model_workers"],
             max_size=self.max_batch_size,
             wait_s=0.05,
         )

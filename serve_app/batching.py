@@ -58,7 +58,7 @@ class PullBatcher(Generic[T, R]):
         self.set_limits(max_size, wait_s)
         self._queue: deque[_Pending[T]] = deque()
         self._arrived: asyncio.Event | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task] = []  # the worker loops (a task needs a reference)
         self.busy = 0  # workers running a batch now
         self.batches: deque[float] = deque(maxlen=256)  # sizes of the latest batches taken
 
@@ -160,7 +160,5 @@ class PullBatcher(Generic[T, R]):
                     self.busy -= 1
                     if self._queue:
                         self._arrived.set()  # wake a worker that waits for a fuller batch
-            except asyncio.CancelledError:
-                raise
             except Exception:  # a bug here must not stop the model: log it, keep serving
                 log.exception("batch worker %d", number)

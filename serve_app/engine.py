@@ -189,10 +189,10 @@ class WhisperEngine:
 
     def decode(
         self, features: np.ndarray, options: DecodeOptions, chunks: list[Chunk], *,
-        align: bool | Sequence[bool] = False,
+        align: Sequence[bool] = (),
     ) -> list[Segment | None]:
         """One segment per chunk of a same-options batch (faster-whisper's batched decode), None
-        where nothing was said; with ``align`` (for all chunks, or per chunk), its words (text
+        where nothing was said; where ``align`` (one flag per chunk) says so, its words (text
         with their leading spaces).
 
         Decoding is always without timestamp tokens: in that mode Whisper skips whole sentences
@@ -224,16 +224,17 @@ class WhisperEngine:
                 "avg_logprob": result.scores[0] * len(tokens) / (len(tokens) + 1),
                 "no_speech_prob": result.no_speech_prob,
             }])  # fmt: skip
-        flags = [align] * len(chunks) if isinstance(align, bool) else list(align)
+        flags = list(align) or [False] * len(chunks)
         rows = [i for i, flag in enumerate(flags) if flag]
         if rows:
             # One generate call for the whole batch (a call per kind of window was 12% slower
             # on mixed batches); the cross-attention alignment only for the windows that need
             # words. On a GPU every row is aligned (cheap there) and the unwanted words dropped.
-            part = _rows(encoder_output, rows) if len(rows) < len(chunks) else None
-            output, _memory = part or (encoder_output, None)
-            if part is None:
-                rows = list(range(len(chunks)))
+            sliced = _rows(encoder_output, rows) if len(rows) < len(chunks) else None
+            if sliced is None:
+                output, rows = encoder_output, list(range(len(chunks)))
+            else:
+                output, _memory = sliced  # _memory: the array the sliced view lives in
             # Alignment moves a segment's start and end to its words: keep them where unwanted.
             spans = {i: (per_chunk[i][0]["start"], per_chunk[i][0]["end"]) for i in rows if not flags[i]}
             sizes = [int(math.ceil(chunks[i].duration) * model.frames_per_second) for i in rows]
@@ -536,10 +537,11 @@ def unpack(window: Segment, members: list[tuple[float, Chunk]], tokenizer) -> li
 
 
 def window_load(audio: PreparedAudio) -> float:
-    """How many 30 s windows a request's chunks fill, packed: a short chunk takes its share."""
+    """How many 30 s windows a request's chunks fill, packed: a short chunk takes its share,
+    a chunk too long to share (> PACK_MAX_CHUNK) a whole window."""
     if not audio.chunks:
         return 1.0
     return sum(
-        1.0 if c.duration > PACK_MAX_CHUNK else min(1.0, (c.duration + PACK_GAP) / PACK_WINDOW)
+        1.0 if c.duration > PACK_MAX_CHUNK else (c.duration + PACK_GAP) / PACK_WINDOW
         for c in audio.chunks
     )

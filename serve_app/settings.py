@@ -57,10 +57,11 @@ class Settings(BaseSettings):
         "silero", description="Voice activity detector run by the Preprocessor."
     )
     max_batch_size: int | None = Field(
-        None, description="Chunks per cross-request batch; default from the profile."
+        None, description="30 s windows of speech per cross-request batch; default from the profile."
     )
     batch_wait_timeout_s: float | None = Field(
-        None, description="How long a batch waits to fill; default from the profile."
+        None, description="How long a free model worker waits for a fuller batch while another "
+        "decodes (0: no wait); default from the profile."
     )
     pack_short_chunks: bool = Field(
         True, description="Decode short chunks of different requests in shared 30 s windows."

@@ -41,6 +41,16 @@ def batcher(run, *, workers=1, max_size=4.0, wait_s=0.05, size=lambda item: 1.0)
     return PullBatcher(run, size=size, workers=workers, max_size=max_size, wait_s=wait_s)
 
 
+async def busy(first_item=1, **options) -> tuple[Recorder, PullBatcher, asyncio.Future]:
+    """A batcher whose first worker is held inside a batch of ``[first_item]``."""
+    run = Recorder()
+    b = batcher(run, **options)
+    run.hold.clear()
+    first = asyncio.ensure_future(b.submit(first_item))
+    await until(run.inside)
+    return run, b, first
+
+
 async def test_a_lone_request_on_an_idle_model_starts_at_once():
     run = Recorder()
     b = batcher(run, wait_s=30)  # a wait would show as a timeout below
@@ -49,11 +59,7 @@ async def test_a_lone_request_on_an_idle_model_starts_at_once():
 
 
 async def test_requests_that_queue_while_the_model_is_busy_share_the_next_batch():
-    run = Recorder()
-    b = batcher(run, max_size=8, wait_s=0)
-    run.hold.clear()
-    first = asyncio.ensure_future(b.submit(1))
-    await until(run.inside)  # the only worker now decodes [1]
+    run, b, first = await busy(max_size=8, wait_s=0)  # the only worker now decodes [1]
     rest = [asyncio.ensure_future(b.submit(i)) for i in (2, 3, 4)]
     await asyncio.sleep(0.2)  # longer than any batch timer: nothing closes a batch early
     assert run.batches == [[1]]
@@ -63,11 +69,7 @@ async def test_requests_that_queue_while_the_model_is_busy_share_the_next_batch(
 
 
 async def test_a_batch_never_holds_more_than_max_size():
-    run = Recorder()
-    b = batcher(run, max_size=2, size=lambda item: 1.0)
-    run.hold.clear()
-    first = asyncio.ensure_future(b.submit(0))
-    await until(run.inside)
+    run, b, first = await busy(0, max_size=2)
     rest = [asyncio.ensure_future(b.submit(i)) for i in range(1, 6)]
     await asyncio.sleep(0)
     run.hold.set()
@@ -76,11 +78,7 @@ async def test_a_batch_never_holds_more_than_max_size():
 
 
 async def test_a_failing_batch_fails_its_own_requests_only():
-    run = Recorder()
-    b = batcher(run, max_size=8, wait_s=0)
-    run.hold.clear()
-    first = asyncio.ensure_future(b.submit(1))
-    await until(run.inside)
+    run, b, first = await busy(max_size=8, wait_s=0)
     bad = [asyncio.ensure_future(b.submit(i)) for i in (2, -1)]
     await asyncio.sleep(0)
     run.hold.set()
@@ -92,11 +90,7 @@ async def test_a_failing_batch_fails_its_own_requests_only():
 
 
 async def test_a_request_cancelled_while_queued_is_not_decoded():
-    run = Recorder()
-    b = batcher(run, max_size=8, wait_s=0)
-    run.hold.clear()
-    first = asyncio.ensure_future(b.submit(1))
-    await until(run.inside)
+    run, b, first = await busy(max_size=8, wait_s=0)
     gone, kept = asyncio.ensure_future(b.submit(2)), asyncio.ensure_future(b.submit(3))
     await asyncio.sleep(0)
     gone.cancel()  # a streaming client went away
@@ -106,11 +100,7 @@ async def test_a_request_cancelled_while_queued_is_not_decoded():
 
 
 async def test_a_worker_that_comes_free_beside_a_busy_one_waits_briefly_for_a_fuller_batch():
-    run = Recorder()
-    b = batcher(run, workers=2, max_size=4, wait_s=0.3)
-    run.hold.clear()
-    first = asyncio.ensure_future(b.submit(1))
-    await until(run.inside)  # worker 1 busy, worker 2 idle
+    run, b, first = await busy(workers=2, max_size=4, wait_s=0.3)  # worker 1 busy, worker 2 idle
     second = asyncio.ensure_future(b.submit(2))
     await asyncio.sleep(0.05)
     third = asyncio.ensure_future(b.submit(3))  # within worker 2's wait: same batch
