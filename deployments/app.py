@@ -98,7 +98,6 @@ class Transcriber:
             aligner=Aligner(cfg.align_models, cfg.resolved_device) if cfg.align_models else None,
             pack=cfg.pack_short_chunks,
         )
-        self.max_batch_size = 16
         # Cross-request batching: a model worker that comes free takes the queued requests
         # that fill up to max_batch_size windows (serve_app/batching.py says why not
         # @serve.batch). Limits come from user_config (reconfigure).
@@ -106,14 +105,17 @@ class Transcriber:
             self.engine.transcribe_many,
             size=lambda item: window_load(item[0]),
             workers=engine["model_workers"],
-            max_size=self.max_batch_size,
+            max_size=16,
             wait_s=0.05,
         )
 
     def reconfigure(self, config: dict) -> None:
         """Batch limits from user_config: change them with `serve deploy`, no restart."""
-        self.max_batch_size = int(config.get("max_batch_size", self.max_batch_size))
-        self._batcher.set_limits(self.max_batch_size, float(config.get("batch_wait_timeout_s", 0.05)))
+        batcher = self._batcher
+        batcher.set_limits(
+            int(config.get("max_batch_size", batcher.max_size)),
+            float(config.get("batch_wait_timeout_s", batcher.wait_s)),
+        )
         self.engine.decode_batch_size = int(config.get("decode_batch_size", self.engine.decode_batch_size))
 
     async def transcribe(self, audio: PreparedAudio, options: DecodeOptions) -> Transcript:
@@ -349,7 +351,7 @@ def build_app(args: dict | None = None) -> Application:
     tr_options = _deployment_options(tr)
     tr_options["max_ongoing_requests"] = max(
         tr_options.get("max_ongoing_requests", 0), 2 * engine["model_workers"] * batch["max_batch_size"]
-    )  # >= max_batch_size x max_concurrent_batches, with room for the next batches
+    )  # a full batch for every model worker, and as many queued behind them
     transcribers = {
         name: Transcriber.options(name=transcriber_name(name), user_config=batch, **tr_options).bind(
             name, shared, engine

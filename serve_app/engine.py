@@ -1,7 +1,7 @@
 """Speech to text on pre-cut chunks: WhisperX's batched CTranslate2 decode, many requests at once.
 
 Plain code with no Ray in it: the Transcriber deployment holds a ``WhisperEngine`` and feeds it
-the requests that ``@serve.batch`` gathered; tests call ``transcribe_many`` directly.
+the requests its ``PullBatcher`` (serve_app/batching.py) gathered; tests call ``transcribe_many`` directly.
 """
 
 from __future__ import annotations

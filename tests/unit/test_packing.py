@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from serve_app.audio import Chunk
-from serve_app.engine import PACK_GAP, PACK_WINDOW, DecodeOptions, Segment, WhisperEngine, Word, unpack, window_load
+from serve_app.engine import PACK_GAP, PACK_WINDOW, DecodeOptions, _ChunkJob, Segment, WhisperEngine, Word, unpack, window_load
 from serve_app.preprocess import AudioPreprocessor
 from tests.speech import audio, transcripts, wer
 
@@ -92,3 +92,12 @@ def test_window_load_counts_short_chunks_as_shares():
         chunks = [Chunk(0, 4.0), Chunk(5, 35.0)]
 
     assert window_load(Audio()) == pytest.approx((4.0 + PACK_GAP) / PACK_WINDOW + 1.0)
+
+
+def test_short_chunks_pack_longest_first_into_the_fewest_windows(engine):
+    # In arrival order the two 8 s chunks share a window and each 20 s chunk needs its own
+    # (three windows); longest first, each 20 s chunk gets an 8 s one (two windows).
+    options = DecodeOptions(language="en")
+    jobs = [_ChunkJob(i, Chunk(0, d), None, options) for i, d in enumerate([8.0, 8.0, 20.0, 20.0])]
+    windows = engine._pack(jobs)
+    assert sorted(sorted(j.chunk.duration for j in w) for w in windows) == [[8.0, 20.0], [8.0, 20.0]]
