@@ -155,3 +155,9 @@ def test_concurrent_requests_share_decode_batches(service):
     assert calls < len(names) and max(shared) > 1, stats
     # ... and short requests share 30 s encoder windows: fewer windows than chunks decoded
     assert stats["windows"] - first["windows"] < stats["chunks"] - first["chunks"], stats
+
+
+def test_transcribers_run_with_the_profiles_allocator(service):
+    # The cpu profile preloads Ray's jemalloc into the Transcribers (deployments/app.py says
+    # why); a path or runtime_env mistake would leave them on glibc's malloc, silently slower.
+    assert service.handle.batch_stats.remote().result()["tiny.en"]["allocator"] == "jemalloc"
