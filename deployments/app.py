@@ -67,9 +67,16 @@ class Preprocessor:
             os.nice(nice)  # this thread and the decode threads it starts: see Transcriber
         cfg = Settings(**settings)
         self.pre = AudioPreprocessor(cfg.vad_method, cfg.max_audio_seconds)
+        self._working = 0
 
     async def prepare(self, data: bytes, options: PrepareOptions) -> PreparedAudio:
-        return await asyncio.to_thread(self.pre.prepare, data, options)
+        self._working += 1
+        try:
+            prepared = await asyncio.to_thread(self.pre.prepare, data, options)
+        finally:
+            self._working -= 1
+        prepared.preparing = self._working  # the rest of a burst, still on its way
+        return prepared
 
 
 @serve.deployment
@@ -107,6 +114,7 @@ class Transcriber:
             workers=engine["model_workers"],
             max_size=16,
             wait_s=0.05,
+            coming=lambda item: item[0].preparing,
         )
 
     def reconfigure(self, config: dict) -> None:

@@ -35,6 +35,9 @@ class PreparedAudio:
     samples: np.ndarray  # float32, mono, 16 kHz
     duration: float
     chunks: list[Chunk] = field(default_factory=list)
+    # Other uploads the Preprocessor was still working on when this one was ready: a hint
+    # to the Transcriber that more requests are about to arrive (a burst), not a promise.
+    preparing: int = 0
 
     def chunk_samples(self, chunk: Chunk) -> np.ndarray:
         return self.samples[int(chunk.start * SAMPLE_RATE) : int(chunk.end * SAMPLE_RATE)]

@@ -9,8 +9,10 @@ corpus took 14-17 Whisper windows in 9-12 decode calls where 11 windows in 4 cal
 Here the batch is taken from the queue when a worker is ready for it: everything queued that
 fits in ``max_size`` (counted by ``size``, in 30 s windows for the Transcriber). A worker that
 comes free while another decodes waits up to ``wait_s`` for a fuller batch; on an idle model a
-lone request starts at once. Plain asyncio, no Ray: the Transcriber holds one per model and
-tests drive it directly.
+lone request starts at once, unless its caller says more are on their way (``coming``: the
+uploads the Preprocessor was still working on): then the burst is gathered first, so that its
+first request does not take a whole window alone. Plain asyncio, no Ray: the Transcriber holds
+one per model and tests drive it directly.
 """
 
 from __future__ import annotations
@@ -51,9 +53,12 @@ class PullBatcher(Generic[T, R]):
         workers: int,
         max_size: float,
         wait_s: float,
+        coming: Callable[[T], int] | None = None,
     ):
         self._run = run
         self._size = size
+        self._coming_after = coming
+        self._coming = 0  # how many more items the latest arrival said were on their way
         self.workers = workers
         self.set_limits(max_size, wait_s)
         self._queue: deque[_Pending[T]] = deque()
@@ -82,6 +87,7 @@ class PullBatcher(Generic[T, R]):
             self._tasks = [loop.create_task(self._worker(n)) for n in range(self.workers)]
         future = loop.create_future()
         self._queue.append(_Pending(item, self._size(item), future))
+        self._coming = self._coming_after(item) if self._coming_after else 0
         self._arrived.set()
         return await future
 
@@ -91,17 +97,19 @@ class PullBatcher(Generic[T, R]):
     def _take(self) -> list[_Pending[T]]:
         """The oldest live items that fit in ``max_size`` together (at least one).
 
-        With other workers idle, a worker takes only its share of the queue (at least one
-        window's worth), so the pieces of a long request decode on all workers at once.
+        With other workers idle, a worker takes only its share of the queue, so the pieces of
+        a long request decode on all workers at once: whole windows while there is a window
+        for each, else an even split (a few short requests then decode on every worker, two
+        half-empty windows side by side, rather than one window on one while the others idle).
         """
         idle = self.workers - self.busy
         queued = self._queued_size()
         limit = self.max_size
         if idle > 1:
-            limit = min(limit, max(1.0, math.ceil(queued / idle)))
-        elif self.busy and queued > 1:
-            # Another worker will come free soon: take whole windows only and leave the rest
-            # to open the next batch, which later arrivals then fill.
+            limit = min(limit, math.ceil(queued / idle) if queued >= idle else queued / idle)
+        elif self.busy and queued > 1 and self._coming:
+            # Another worker will come free soon and more requests are on their way: take
+            # whole windows only and leave the rest to open the next batch, which they fill.
             limit = min(limit, math.floor(queued))
         batch: list[_Pending[T]] = []
         total = 0.0
@@ -123,17 +131,27 @@ class PullBatcher(Generic[T, R]):
             self._arrived.clear()
             await self._arrived.wait()
         if not self.busy:
-            return  # idle model: a lone request starts now
+            # Idle model: a lone request starts now; the start of a burst waits for the rest
+            # of it as long as each arrives within wait_s of the one before.
+            while self._coming and self._queued_size() < self.max_size:
+                if not await self._next_arrival(self.wait_s):
+                    return
+            return
         deadline = asyncio.get_running_loop().time() + self.wait_s
         while self._queued_size() < self.max_size:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
+            if not await self._next_arrival(deadline - asyncio.get_running_loop().time()):
                 return
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), left)
-            except asyncio.TimeoutError:
-                return
+
+    async def _next_arrival(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for another item; False if none came."""
+        if timeout <= 0:
+            return False
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def _worker(self, number: int) -> None:
         while True:

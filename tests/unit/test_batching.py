@@ -37,8 +37,8 @@ async def until(event: threading.Event) -> None:
     await asyncio.to_thread(event.wait, 10)
 
 
-def batcher(run, *, workers=1, max_size=4.0, wait_s=0.05, size=lambda item: 1.0) -> PullBatcher:
-    return PullBatcher(run, size=size, workers=workers, max_size=max_size, wait_s=wait_s)
+def batcher(run, *, workers=1, max_size=4.0, wait_s=0.05, size=lambda item: 1.0, coming=None) -> PullBatcher:
+    return PullBatcher(run, size=size, workers=workers, max_size=max_size, wait_s=wait_s, coming=coming)
 
 
 async def busy(first_item=1, **options) -> tuple[Recorder, PullBatcher, asyncio.Future]:
@@ -56,6 +56,27 @@ async def test_a_lone_request_on_an_idle_model_starts_at_once():
     b = batcher(run, wait_s=30)  # a wait would show as a timeout below
     assert await asyncio.wait_for(b.submit(3), 5) == 6
     assert run.batches == [[3]]
+
+
+async def test_on_an_idle_model_the_start_of_a_burst_waits_for_the_rest_of_it():
+    # Items 1 and 2 arrive saying more are being prepared; 3 says it is the last.
+    run = Recorder()
+    b = batcher(run, max_size=8, wait_s=0.5, coming=lambda item: 3 - item)
+    tasks = []
+    for item in (1, 2, 3):
+        tasks.append(asyncio.ensure_future(b.submit(item)))
+        await asyncio.sleep(0.05)
+    assert await asyncio.gather(*tasks) == [2, 4, 6]
+    assert run.batches == [[1, 2, 3]]  # one batch, not [1] alone and then [2, 3]
+
+
+async def test_a_burst_that_stops_coming_is_decoded_after_wait_s():
+    run = Recorder()
+    b = batcher(run, wait_s=0.1, coming=lambda item: 5)  # says five more, none comes
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(b.submit(1), 5) == 2
+    assert 0.1 <= asyncio.get_running_loop().time() - started < 2
+    assert run.batches == [[1]]
 
 
 async def test_requests_that_queue_while_the_model_is_busy_share_the_next_batch():
@@ -123,15 +144,40 @@ def test_idle_workers_share_the_queue_so_a_long_request_decodes_on_all_of_them()
         loop.close()
 
 
+def test_idle_workers_split_a_few_short_requests_between_them():
+    b = batcher(Recorder(), workers=2, max_size=4)
+    loop = asyncio.new_event_loop()
+    try:
+        for n in range(4):  # four 5 s requests, 0.8 window: less than a window per worker
+            b._queue.append(_pending(loop, n, 0.2))
+        assert [p.item for p in b._take()] == [0, 1]  # half for this worker ...
+        b.busy = 1
+        assert [p.item for p in b._take()] == [2, 3]  # ... half for the other, side by side
+    finally:
+        loop.close()
+
+
 def test_beside_a_busy_worker_a_batch_takes_whole_windows_and_leaves_the_rest_to_the_next():
     b = batcher(Recorder(), workers=2, max_size=4)
     loop = asyncio.new_event_loop()
     try:
         for n in range(9):  # nine 5 s requests: a share of 0.2 window each, 1.8 windows
             b._queue.append(_pending(loop, n, 0.2))
-        b.busy = 1
+        b.busy, b._coming = 1, 2  # more requests are on their way
         assert [p.item for p in b._take()] == [0, 1, 2, 3, 4]  # one full window
-        assert b.queued == 4  # they open the next batch, later arrivals fill it
+        assert b.queued == 4  # they open the next batch, the arrivals fill it
+    finally:
+        loop.close()
+
+
+def test_with_nothing_more_coming_a_batch_takes_all_that_fits():
+    b = batcher(Recorder(), workers=2, max_size=4)
+    loop = asyncio.new_event_loop()
+    try:
+        for n in range(9):
+            b._queue.append(_pending(loop, n, 0.2))
+        b.busy, b._coming = 1, 0  # the end of a burst: no one to fill a partial window later
+        assert [p.item for p in b._take()] == list(range(9))
     finally:
         loop.close()
 
