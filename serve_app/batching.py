@@ -125,7 +125,8 @@ class PullBatcher(Generic[T, R]):
         return batch
 
     async def _gather(self) -> None:
-        """Wait for work; with another worker busy, wait up to ``wait_s`` for a full batch."""
+        """Wait for work; with another worker busy, wait up to ``wait_s`` for a full batch; on
+        an idle model, only for the rest of a burst that is on its way."""
         assert self._arrived is not None
         while not self.queued:
             self._arrived.clear()
