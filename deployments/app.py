@@ -95,6 +95,7 @@ class Transcriber:
             os.nice(int(engine["nice"]))
         catalog = ModelCatalog.load(cfg.catalog_path, cfg.cache_dir)
         self.model = model
+        self.allocator = _allocator_in_use()  # fixed when the process started
         self.engine = WhisperEngine(
             catalog.resolve(model),
             multilingual=catalog.get(model).multilingual,
@@ -168,7 +169,7 @@ class Transcriber:
             "requests_per_call": list(stats.requests_per_call),
             "batch_sizes": list(self._batcher.batches),  # in windows, as the batcher counts them
             "queued": self._batcher.queued,
-            "allocator": _allocator_in_use(),
+            "allocator": self.allocator,
         }
 
 

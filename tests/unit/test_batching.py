@@ -8,11 +8,12 @@ each getting its own text) is tested against the real service in tests/serve.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 import pytest
 
-from serve_app.batching import PullBatcher
+from serve_app.batching import PullBatcher, _Pending
 
 
 class Recorder:
@@ -39,6 +40,20 @@ async def until(event: threading.Event) -> None:
 
 def batcher(run, *, workers=1, max_size=4.0, wait_s=0.05, size=lambda item: 1.0, coming=None) -> PullBatcher:
     return PullBatcher(run, size=size, workers=workers, max_size=max_size, wait_s=wait_s, coming=coming)
+
+
+@contextlib.contextmanager
+def queued(sizes: list[float], workers=2, max_size=4.0):
+    """A batcher whose workers have not started, items 0, 1, ... of ``sizes`` in its queue:
+    for asking ``_take`` what one worker would take."""
+    b = batcher(Recorder(), workers=workers, max_size=max_size)
+    loop = asyncio.new_event_loop()
+    try:
+        for n, size in enumerate(sizes):
+            b._queue.append(_Pending(n, size, loop.create_future()))
+        yield b
+    finally:
+        loop.close()
 
 
 async def busy(first_item=1, **options) -> tuple[Recorder, PullBatcher, asyncio.Future]:
@@ -132,54 +147,30 @@ async def test_a_worker_that_comes_free_beside_a_busy_one_waits_briefly_for_a_fu
 
 
 def test_idle_workers_share_the_queue_so_a_long_request_decodes_on_all_of_them():
-    b = batcher(Recorder(), workers=2, max_size=4)
-    loop = asyncio.new_event_loop()
-    try:
-        for n in range(4):  # four 30 s chunks of one long request, both workers idle
-            b._queue.append(_pending(loop, n, 1.0))
+    with queued([1.0] * 4) as b:  # four 30 s chunks of one long request, both workers idle
         assert [p.item for p in b._take()] == [0, 1]  # this worker's half
         b.busy = 1
         assert [p.item for p in b._take()] == [2, 3]  # the other worker's
-    finally:
-        loop.close()
 
 
 def test_idle_workers_split_a_few_short_requests_between_them():
-    b = batcher(Recorder(), workers=2, max_size=4)
-    loop = asyncio.new_event_loop()
-    try:
-        for n in range(4):  # four 5 s requests, 0.8 window: less than a window per worker
-            b._queue.append(_pending(loop, n, 0.2))
+    with queued([0.2] * 4) as b:  # four 5 s requests, 0.8 window: less than a window per worker
         assert [p.item for p in b._take()] == [0, 1]  # half for this worker ...
         b.busy = 1
         assert [p.item for p in b._take()] == [2, 3]  # ... half for the other, side by side
-    finally:
-        loop.close()
 
 
 def test_beside_a_busy_worker_a_batch_takes_whole_windows_and_leaves_the_rest_to_the_next():
-    b = batcher(Recorder(), workers=2, max_size=4)
-    loop = asyncio.new_event_loop()
-    try:
-        for n in range(9):  # nine 5 s requests: a share of 0.2 window each, 1.8 windows
-            b._queue.append(_pending(loop, n, 0.2))
+    with queued([0.2] * 9) as b:  # nine 5 s requests: a share of 0.2 window each, 1.8 windows
         b.busy, b._coming = 1, 2  # more requests are on their way
         assert [p.item for p in b._take()] == [0, 1, 2, 3, 4]  # one full window
         assert b.queued == 4  # they open the next batch, the arrivals fill it
-    finally:
-        loop.close()
 
 
 def test_with_nothing_more_coming_a_batch_takes_all_that_fits():
-    b = batcher(Recorder(), workers=2, max_size=4)
-    loop = asyncio.new_event_loop()
-    try:
-        for n in range(9):
-            b._queue.append(_pending(loop, n, 0.2))
+    with queued([0.2] * 9) as b:
         b.busy, b._coming = 1, 0  # the end of a burst: no one to fill a partial window later
         assert [p.item for p in b._take()] == list(range(9))
-    finally:
-        loop.close()
 
 
 def test_limits_are_checked():
@@ -187,9 +178,3 @@ def test_limits_are_checked():
         batcher(Recorder(), max_size=0)
     with pytest.raises(ValueError):
         batcher(Recorder(), wait_s=-1)
-
-
-def _pending(loop, item, size):
-    from serve_app.batching import _Pending
-
-    return _Pending(item, size, loop.create_future())
