@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 VENV = $(shell scripts/ensure-env.sh)
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit env models lock bench locust clean
+.PHONY: run test test-unit lint format env models lock bench locust clean
 
 env:
 	@scripts/ensure-env.sh
@@ -26,6 +26,13 @@ test: env
 # Fast tests of serve_app without Ray.
 test-unit: env
 	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/python -m pytest -m "not serve" $(PYTEST_ARGS)
+
+# Formatter and linter (ruff, configured in pyproject.toml); CI runs `make lint`.
+lint: env
+	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/ruff check . && $$venv/bin/ruff format --check .
+
+format: env
+	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/ruff check --fix . && $$venv/bin/ruff format .
 
 # Re-pin every dependency after editing pyproject.toml.
 lock:

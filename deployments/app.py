@@ -200,14 +200,19 @@ class JobWorker:
         cfg = Settings(**settings)
         self.store, blobs = _job_parts(cfg)
         self.worker = Worker(
-            self.store, blobs, RayBackend(preprocessor, transcribers),
+            self.store,
+            blobs,
+            RayBackend(preprocessor, transcribers),
             webhooks=WebhookSender(
-                cfg.webhook_secret, max_attempts=cfg.webhook_max_attempts,
-                backoff_seconds=cfg.webhook_backoff_seconds, timeout_seconds=cfg.webhook_timeout_seconds,
+                cfg.webhook_secret,
+                max_attempts=cfg.webhook_max_attempts,
+                backoff_seconds=cfg.webhook_backoff_seconds,
+                timeout_seconds=cfg.webhook_timeout_seconds,
             ),
-            lease_seconds=cfg.lease_seconds, concurrency=cfg.worker_concurrency,
+            lease_seconds=cfg.lease_seconds,
+            concurrency=cfg.worker_concurrency,
             poll_seconds=cfg.worker_poll_seconds,
-        )  # fmt: skip
+        )
         self._loop = asyncio.get_running_loop().create_task(self.worker.run())
 
     def check_health(self) -> None:
@@ -308,9 +313,15 @@ class Ingress:
         started = time.perf_counter()
         spec = ctx.model_spec(model)
         options = ctx.decode_options(
-            spec, language=language, task=task, beam_size=beam_size, prompt=prompt,
-            temperature=temperature, timestamps=timestamps, word_timestamps=word_timestamps,
-        )  # fmt: skip
+            spec,
+            language=language,
+            task=task,
+            beam_size=beam_size,
+            prompt=prompt,
+            temperature=temperature,
+            timestamps=timestamps,
+            word_timestamps=word_timestamps,
+        )
         transcript = await self.backend.transcribe(audio, spec.name, options, PrepareOptions())
         return TranscriptionResult.from_transcript(
             transcript, id=uuid.uuid4().hex, model=spec.name, processing_time=time.perf_counter() - started
@@ -328,8 +339,7 @@ def load_profile(name: str) -> dict[str, Any]:
 
 
 def _deployment_options(section: dict) -> dict:
-    keys = ("num_replicas", "ray_actor_options", "max_ongoing_requests", "max_queued_requests",
-            "autoscaling_config")  # fmt: skip
+    keys = ("num_replicas", "ray_actor_options", "max_ongoing_requests", "max_queued_requests", "autoscaling_config")
     return {k: section[k] for k in keys if k in section}
 
 

@@ -79,9 +79,14 @@ def whisperx_default(corpus: dict) -> tuple[Run, callable]:
     import whisperx
 
     pipe = whisperx.load_model(
-        model_dir(), "cpu", compute_type="int8", language="en", vad_method="pyannote",
-        threads=THREADS, asr_options={"beam_size": BEAM},
-    )  # fmt: skip
+        model_dir(),
+        "cpu",
+        compute_type="int8",
+        language="en",
+        vad_method="pyannote",
+        threads=THREADS,
+        asr_options={"beam_size": BEAM},
+    )
 
     def transcribe(data: bytes) -> str:
         result = pipe.transcribe(decode(data), batch_size=BATCH, language="en")
@@ -94,9 +99,7 @@ def whisperx_default(corpus: dict) -> tuple[Run, callable]:
 def faster_whisper_batched(corpus: dict) -> tuple[Run, callable]:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    pipe = BatchedInferencePipeline(
-        WhisperModel(model_dir(), device="cpu", compute_type="int8", cpu_threads=THREADS)
-    )
+    pipe = BatchedInferencePipeline(WhisperModel(model_dir(), device="cpu", compute_type="int8", cpu_threads=THREADS))
 
     def transcribe(data: bytes) -> str:
         segments, _ = pipe.transcribe(decode(data), language="en", beam_size=BEAM, batch_size=BATCH)
@@ -130,9 +133,12 @@ def service_run(url: str, corpus: dict, concurrency: int) -> Run:
         out = list(pool.map(one, items))
     wall = time.perf_counter() - started
     return Run(
-        f"(c) service, concurrency {concurrency}", total, wall,
-        [o[0] for o in out], corpus_wer([(o[1], o[2]) for o in out]),
-    )  # fmt: skip
+        f"(c) service, concurrency {concurrency}",
+        total,
+        wall,
+        [o[0] for o in out],
+        corpus_wer([(o[1], o[2]) for o in out]),
+    )
 
 
 def lone_latency(transcribe, data: bytes, n: int = 7) -> float:
@@ -154,8 +160,11 @@ def start_service(data_dir: str) -> tuple[str, callable]:
     port = free_port()
     root = str(Path(__file__).resolve().parents[1])
     local_cluster_env(free_ports=True)  # as `make run` (serve_app/cli.py) starts it
-    ray.init(include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "PYTHONPATH": root}})  # fmt: skip
+    ray.init(
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "PYTHONPATH": root}},
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"data_dir": data_dir}), name=APP_NAME, route_prefix="/")
 
@@ -249,8 +258,11 @@ def one_round(args, corpus: dict, lone_bytes: bytes) -> tuple[list[Run], dict[st
             client.post("/api/v1/transcriptions", files=warm, data={"model": MODEL}).raise_for_status()
 
             def via_service(data: bytes) -> str:
-                r = client.post("/api/v1/transcriptions", files={"file": (LONE, data)},
-                                data={"model": MODEL, "language": "en", "beam_size": str(BEAM)})  # fmt: skip
+                r = client.post(
+                    "/api/v1/transcriptions",
+                    files={"file": (LONE, data)},
+                    data={"model": MODEL, "language": "en", "beam_size": str(BEAM)},
+                )
                 return r.json()["text"]
 
             lone["service"] = lone_latency(via_service, lone_bytes)
@@ -278,15 +290,22 @@ def round_lines(rounds: list[tuple[list[Run], dict[str, float]]]) -> list[str]:
     """The ratios of each round: its rows were measured minutes apart, so they pair best."""
     if len(rounds) < 2:
         return []
-    lines = ["", f"Each round ({len(rounds)}) on its own: the table above shows, per row, the round with the "
-             "median throughput; the ratios below pair rows of the same round.", "",
-             "| round | (a) | (b) | c16 | c16/(a) | c16/(b) | WER c16 - (b) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "",
+        f"Each round ({len(rounds)}) on its own: the table above shows, per row, the round with the "
+        "median throughput; the ratios below pair rows of the same round.",
+        "",
+        "| round | (a) | (b) | c16 | c16/(a) | c16/(b) | WER c16 - (b) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     paired = []
     for n, (runs, _) in enumerate(rounds, 1):
         a, b, c16 = runs[0], runs[1], _c16(runs)
         paired.append(c16.xrt / a.xrt)
-        lines.append(f"| {n} | {a.xrt:.1f} | {b.xrt:.1f} | {c16.xrt:.1f} | {c16.xrt / a.xrt:.2f} | "
-                     f"{c16.xrt / b.xrt:.2f} | {c16.wer - b.wer:+.2f} |")  # fmt: skip
+        lines.append(
+            f"| {n} | {a.xrt:.1f} | {b.xrt:.1f} | {c16.xrt:.1f} | {c16.xrt / a.xrt:.2f} | "
+            f"{c16.xrt / b.xrt:.2f} | {c16.wer - b.wer:+.2f} |"
+        )
     lines += ["", f"Median of the paired c16/(a) ratios: **{statistics.median(paired):.2f}x**."]
     return lines
 
@@ -295,8 +314,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="measure this running service instead of starting one")
     parser.add_argument("--concurrency", default="1,4,16")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat everything; the box's speed drifts, medians and paired ratios hold")  # fmt: skip
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat everything; the box's speed drifts, medians and paired ratios hold",
+    )
     parser.add_argument("--skip-whisperx", action="store_true", help="leave out (a) (slow)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
@@ -320,10 +343,16 @@ def main() -> None:
         (DOCS / "PERFORMANCE.md").write_text(text + marker + kept)
         plot(runs, DOCS / "performance.png")
         (DOCS / "performance.json").write_text(
-            json.dumps([{"name": r.name, "xrt": r.xrt, "p50": r.pct(0.5), "p95": r.pct(0.95),
-                         "wer": r.wer} for r in runs] + [{"lone": lone, "rounds": [
-                             [{"name": r.name, "xrt": r.xrt, "wer": r.wer} for r in rr] for rr, _ in rounds]}],
-                       indent=1)  # fmt: skip
+            json.dumps(
+                [{"name": r.name, "xrt": r.xrt, "p50": r.pct(0.5), "p95": r.pct(0.95), "wer": r.wer} for r in runs]
+                + [
+                    {
+                        "lone": lone,
+                        "rounds": [[{"name": r.name, "xrt": r.xrt, "wer": r.wer} for r in rr] for rr, _ in rounds],
+                    }
+                ],
+                indent=1,
+            )
         )
 
 

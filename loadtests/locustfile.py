@@ -27,8 +27,12 @@ class TranscriptionUser(HttpUser):
     @task(3)
     def short_sync_upload(self):
         name, data = random.choice(SHORT)
-        self.client.post("/api/v1/transcriptions", files={"file": (name, data)},
-                         data={"model": "tiny.en"}, name="upload short (sync)")  # fmt: skip
+        self.client.post(
+            "/api/v1/transcriptions",
+            files={"file": (name, data)},
+            data={"model": "tiny.en"},
+            name="upload short (sync)",
+        )
 
     @task(1)
     def long_async_upload_and_poll(self):

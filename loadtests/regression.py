@@ -57,7 +57,7 @@ def main() -> None:
     prober.join()
     print(f"{'endpoint':<24}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
     for name, xs in (("GET /api/v1/health", health), ("POST upload (sync)", uploads)):
-        print(f"{name:<24}{len(xs):>6}{pct(xs, .5):>10.1f}{pct(xs, .95):>10.1f}{pct(xs, .99):>10.1f}")
+        print(f"{name:<24}{len(xs):>6}{pct(xs, 0.5):>10.1f}{pct(xs, 0.95):>10.1f}{pct(xs, 0.99):>10.1f}")
 
 
 if __name__ == "__main__":

@@ -53,9 +53,7 @@ class Aligner:
     def align(self, segments: list[Segment], samples: np.ndarray, language: str) -> list[list[Word]]:
         """WhisperX's words for each segment; raises AlignmentUnavailable."""
         if not self.supports(language):
-            raise AlignmentUnavailable(
-                f"no WhisperX alignment model is configured for '{language}' (STT_ALIGN_MODELS)"
-            )
+            raise AlignmentUnavailable(f"no WhisperX alignment model is configured for '{language}' (STT_ALIGN_MODELS)")
         from whisperx.alignment import align
 
         model, metadata = self._model(language)
@@ -64,8 +62,12 @@ class Aligner:
             try:
                 result = align(
                     [{"start": segment.start, "end": segment.end, "text": segment.text}],
-                    model, metadata, samples, self.device, return_char_alignments=False,
-                )  # fmt: skip
+                    model,
+                    metadata,
+                    samples,
+                    self.device,
+                    return_char_alignments=False,
+                )
             except Exception as exc:
                 raise AlignmentUnavailable(f"WhisperX alignment failed: {type(exc).__name__}: {exc}") from exc
             words = [w for s in result["segments"] for w in s.get("words", [])]
@@ -105,5 +107,12 @@ def _timed(words: list[dict], segment: Segment) -> list[Word]:
         if end is None:
             following = next((x["start"] for x in words[i + 1 :] if x.get("start") is not None), segment.end)
             end = max(start, following)
-        out.append(Word(" " + w["word"].strip(), round(float(start), 3), round(float(end), 3), round(float(w.get("score", 0.0)), 4)))
+        out.append(
+            Word(
+                " " + w["word"].strip(),
+                round(float(start), 3),
+                round(float(end), 3),
+                round(float(w.get("score", 0.0)), 4),
+            )
+        )
     return out

@@ -92,8 +92,7 @@ def decode(data: bytes, *, max_seconds: float | None = None) -> np.ndarray:
     seconds = samples.size / SAMPLE_RATE
     if declared is not None and declared > 1.0 and seconds < declared * TRUNCATION_TOLERANCE:
         raise InvalidAudio(
-            f"The audio is truncated: its header declares {declared:.2f} s "
-            f"but only {seconds:.2f} s could be decoded.",
+            f"The audio is truncated: its header declares {declared:.2f} s but only {seconds:.2f} s could be decoded.",
             code="truncated_audio",
         )
     return samples
@@ -111,8 +110,7 @@ def _check_wav_length(data: bytes) -> None:
             # 0 and 0xFFFFFFFF mark streamed WAVs whose writer could not know the length.
             if size not in (0, 0xFFFFFFFF) and have < size * TRUNCATION_TOLERANCE:
                 raise InvalidAudio(
-                    f"The WAV file is truncated: its header declares {size} bytes of audio "
-                    f"but only {have} arrived.",
+                    f"The WAV file is truncated: its header declares {size} bytes of audio but only {have} arrived.",
                     code="truncated_audio",
                 )
             return
@@ -139,9 +137,7 @@ def normalize(samples: np.ndarray, peak: float = 0.95) -> np.ndarray:
     return (samples * (peak / top)).astype(np.float32, copy=False)
 
 
-def merge_into_chunks(
-    speech: list[tuple[float, float]], max_seconds: float = MAX_CHUNK_SECONDS
-) -> list[Chunk]:
+def merge_into_chunks(speech: list[tuple[float, float]], max_seconds: float = MAX_CHUNK_SECONDS) -> list[Chunk]:
     """Join neighbouring speech regions into chunks of at most ``max_seconds``.
 
     The same rule as WhisperX's ``merge_chunks``: keep extending the current chunk while the

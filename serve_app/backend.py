@@ -7,7 +7,8 @@ handles; ``LocalBackend`` runs the same library code in this process, for tests 
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Protocol
+from collections.abc import AsyncIterator
+from typing import Protocol
 
 from serve_app.alignment import Aligner
 from serve_app.catalog import ModelCatalog
@@ -55,9 +56,7 @@ class LocalBackend:
 
     def _prepare(self, audio: bytes, prepare: PrepareOptions):
         if self._preprocessor is None:
-            self._preprocessor = AudioPreprocessor(
-                self.settings.vad_method, self.settings.max_audio_seconds
-            )
+            self._preprocessor = AudioPreprocessor(self.settings.vad_method, self.settings.max_audio_seconds)
         return self._preprocessor.prepare(audio, prepare)
 
     async def transcribe(self, audio, model, options, prepare) -> Transcript:

@@ -8,7 +8,7 @@ call runs in a thread; uploads are streamed in blocks (multipart on S3), never h
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import fsspec
 
@@ -28,7 +28,7 @@ class BlobStore:
             self.fs.makedirs(self.root, exist_ok=True)
 
     @classmethod
-    def from_settings(cls, settings) -> "BlobStore":
+    def from_settings(cls, settings) -> BlobStore:
         url = settings.blob_url or f"file://{settings.data_dir / 'blobs'}"
         options: dict = {}
         if url.startswith("s3://"):

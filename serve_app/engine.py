@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
-import zlib
 import threading
+import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -188,7 +188,11 @@ class WhisperEngine:
         return [(r[0][0][2:-2], float(r[0][1])) for r in results]
 
     def decode(
-        self, features: np.ndarray, options: DecodeOptions, chunks: list[Chunk], *,
+        self,
+        features: np.ndarray,
+        options: DecodeOptions,
+        chunks: list[Chunk],
+        *,
         align: Sequence[bool] = (),
     ) -> list[Segment | None]:
         """One segment per chunk of a same-options batch (faster-whisper's batched decode), None
@@ -210,20 +214,32 @@ class WhisperEngine:
             how = {"beam_size": options.beam_size, "patience": 1}
         encoder_output = model.encode(features)
         results = model.model.generate(
-            encoder_output, [list(prompt) for _ in chunks], length_penalty=1, max_length=model.max_length,
-            suppress_blank=True, suppress_tokens=[-1], return_scores=True, return_no_speech_prob=True,
+            encoder_output,
+            [list(prompt) for _ in chunks],
+            length_penalty=1,
+            max_length=model.max_length,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            return_scores=True,
+            return_no_speech_prob=True,
             **how,
-        )  # fmt: skip
+        )
 
         per_chunk: list[list[dict]] = []
         for chunk, result in zip(chunks, results):
             tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-            per_chunk.append([{
-                "start": chunk.start, "end": chunk.end, "tokens": tokens,
-                "seek": round(chunk.start * FRAMES_PER_SECOND),
-                "avg_logprob": result.scores[0] * len(tokens) / (len(tokens) + 1),
-                "no_speech_prob": result.no_speech_prob,
-            }])  # fmt: skip
+            per_chunk.append(
+                [
+                    {
+                        "start": chunk.start,
+                        "end": chunk.end,
+                        "tokens": tokens,
+                        "seek": round(chunk.start * FRAMES_PER_SECOND),
+                        "avg_logprob": result.scores[0] * len(tokens) / (len(tokens) + 1),
+                        "no_speech_prob": result.no_speech_prob,
+                    }
+                ]
+            )
         flags = list(align) or [False] * len(chunks)
         rows = [i for i, flag in enumerate(flags) if flag]
         if rows:
@@ -239,9 +255,14 @@ class WhisperEngine:
             spans = {i: (per_chunk[i][0]["start"], per_chunk[i][0]["end"]) for i in rows if not flags[i]}
             sizes = [int(math.ceil(chunks[i].duration) * model.frames_per_second) for i in rows]
             model.add_word_timestamps(
-                [per_chunk[i] for i in rows], tokenizer, output, sizes,
-                PREPEND_PUNCTUATION, APPEND_PUNCTUATION, 0.0,
-            )  # fmt: skip
+                [per_chunk[i] for i in rows],
+                tokenizer,
+                output,
+                sizes,
+                PREPEND_PUNCTUATION,
+                APPEND_PUNCTUATION,
+                0.0,
+            )
             for i, (start, end) in spans.items():
                 per_chunk[i][0].update(start=start, end=end)
         out: list[Segment | None] = []
@@ -249,26 +270,35 @@ class WhisperEngine:
             text = tokenizer.decode(piece["tokens"]).strip()
             out.append(
                 Segment(
-                    id=0, start=round(piece["start"], 3), end=round(piece["end"], 3), text=text,
-                    avg_logprob=float(piece["avg_logprob"]), tokens=piece["tokens"],
+                    id=0,
+                    start=round(piece["start"], 3),
+                    end=round(piece["end"], 3),
+                    text=text,
+                    avg_logprob=float(piece["avg_logprob"]),
+                    tokens=piece["tokens"],
                     no_speech_prob=float(piece["no_speech_prob"]),
                     compression_ratio=round(get_compression_ratio(text), 4),
-                    temperature=options.temperature, seek=piece["seek"],
+                    temperature=options.temperature,
+                    seek=piece["seek"],
                     words=[
-                        Word(w["word"], round(float(w["start"]), 3), round(float(w["end"]), 3),
-                             round(float(w["probability"]), 4))
+                        Word(
+                            w["word"],
+                            round(float(w["start"]), 3),
+                            round(float(w["end"]), 3),
+                            round(float(w["probability"]), 4),
+                        )
                         for w in piece.get("words", [])
-                    ] if aligned else None,
-                )  # fmt: skip
+                    ]
+                    if aligned
+                    else None,
+                )
                 if text
                 else None
             )
         return out
 
     # -- the batch body ---------------------------------------------------------------------
-    def transcribe_many(
-        self, requests: list[tuple[PreparedAudio, DecodeOptions]]
-    ) -> list[Transcript]:
+    def transcribe_many(self, requests: list[tuple[PreparedAudio, DecodeOptions]]) -> list[Transcript]:
         """Transcribe several requests at once; results come back in the order given.
 
         Chunks of all requests with equal options are decoded together in batches of up to
@@ -459,6 +489,7 @@ def join_pieces(parts: list[Transcript], options: DecodeOptions, probability: fl
         language_probability=probability if probability is not None else first.language_probability,
     )
 
+
 def get_compression_ratio(text: str) -> float:
     """faster-whisper's measure, kept here: importing faster_whisper.transcribe loads
     CTranslate2, which the API process (that imports this module) must not pay for."""
@@ -481,9 +512,7 @@ def split_sentences(segment: Segment, tokenizer, pause: float = 1.0) -> list[Seg
     groups: list[list[Word]] = [[]]
     for word, following in zip(words, words[1:] + [None]):
         groups[-1].append(word)
-        if following is not None and (
-            word.word.rstrip().endswith(SENTENCE_END) or following.start - word.end >= pause
-        ):
+        if following is not None and (word.word.rstrip().endswith(SENTENCE_END) or following.start - word.end >= pause):
             groups.append([])
     if len(groups) == 1:
         return [segment]
@@ -495,10 +524,13 @@ def _from_words(segment: Segment, words: list[Word], tokenizer, **changes) -> Se
     tokens, their span; the decode scores stay the source's."""
     text = "".join(w.word for w in words).strip()  # words carry their leading spaces
     return replace(
-        segment, text=text, words=words, tokens=tokenizer.encode(" " + text),
+        segment,
+        text=text,
+        words=words,
+        tokens=tokenizer.encode(" " + text),
         compression_ratio=round(get_compression_ratio(text), 4),
         **{"start": words[0].start, "end": words[-1].end, **changes},
-    )  # fmt: skip
+    )
 
 
 def snap_words(segments: list[Segment], loud: np.ndarray) -> None:
@@ -527,9 +559,13 @@ def unpack(window: Segment, members: list[tuple[float, Chunk]], tokenizer) -> li
         mine[k].append(replace(word, start=round(word.start + shift, 3), end=round(word.end + shift, 3)))
     return [
         _from_words(
-            window, words, tokenizer, start=max(chunk.start, words[0].start),
-            end=min(chunk.end, words[-1].end), seek=round(chunk.start * FRAMES_PER_SECOND),
-        )  # fmt: skip
+            window,
+            words,
+            tokenizer,
+            start=max(chunk.start, words[0].start),
+            end=min(chunk.end, words[-1].end),
+            seek=round(chunk.start * FRAMES_PER_SECOND),
+        )
         if "".join(w.word for w in words).strip()
         else None
         for (_, chunk), words in zip(members, mine)
@@ -541,7 +577,4 @@ def window_load(audio: PreparedAudio) -> float:
     a chunk too long to share (> PACK_MAX_CHUNK) a whole window."""
     if not audio.chunks:
         return 1.0
-    return sum(
-        1.0 if c.duration > PACK_MAX_CHUNK else (c.duration + PACK_GAP) / PACK_WINDOW
-        for c in audio.chunks
-    )
+    return sum(1.0 if c.duration > PACK_MAX_CHUNK else (c.duration + PACK_GAP) / PACK_WINDOW for c in audio.chunks)

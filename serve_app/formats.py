@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 FORMATS = ("json", "text", "srt", "vtt", "tsv")
 MEDIA_TYPES = {
@@ -43,11 +44,7 @@ def to_srt(segments: Iterable[TimedText]) -> str:
 
 
 def to_vtt(segments: Iterable[TimedText]) -> str:
-    blocks = [
-        f"{timestamp(s.start)} --> {timestamp(s.end)}\n{s.text.strip()}\n"
-        for s in segments
-        if s.text.strip()
-    ]
+    blocks = [f"{timestamp(s.start)} --> {timestamp(s.end)}\n{s.text.strip()}\n" for s in segments if s.text.strip()]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 

@@ -6,8 +6,8 @@ import asyncio
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import asdict
-from typing import AsyncIterator
 
 from serve_app.backend import TranscriptionBackend
 from serve_app.blobs import BlobNotFound, BlobStore
@@ -43,28 +43,49 @@ class JobService:
         self.max_attempts = max_attempts
 
     async def submit(
-        self, *, user_id: str, filename: str, blocks: AsyncIterator[bytes], model: str,
-        options: DecodeOptions, prepare: PrepareOptions, webhook_url: str | None,
-    ) -> Job:  # fmt: skip
+        self,
+        *,
+        user_id: str,
+        filename: str,
+        blocks: AsyncIterator[bytes],
+        model: str,
+        options: DecodeOptions,
+        prepare: PrepareOptions,
+        webhook_url: str | None,
+    ) -> Job:
         """Store the audio first, then commit the job: a 202 means both are durable."""
         job_id = uuid.uuid4()
         key = audio_key(job_id, filename)
         size = await self.blobs.put_stream(key, blocks)
         try:
             return await self.store.create(
-                job_id=job_id, user_id=user_id, filename=filename, model=model,
-                language=options.language, task=options.task,
-                options=job_options(options, prepare), audio_key=key, audio_bytes=size,
-                webhook_url=webhook_url, max_attempts=self.max_attempts,
-            )  # fmt: skip
+                job_id=job_id,
+                user_id=user_id,
+                filename=filename,
+                model=model,
+                language=options.language,
+                task=options.task,
+                options=job_options(options, prepare),
+                audio_key=key,
+                audio_bytes=size,
+                webhook_url=webhook_url,
+                max_attempts=self.max_attempts,
+            )
         except BaseException:
             await self.blobs.delete(key)  # no orphan audio for a job that was never committed
             raise
 
     async def run_sync(
-        self, *, user_id: str, filename: str, audio: bytes, model: str, options: DecodeOptions,
-        prepare: PrepareOptions, request_id: str,
-    ) -> TranscriptionResult:  # fmt: skip
+        self,
+        *,
+        user_id: str,
+        filename: str,
+        audio: bytes,
+        model: str,
+        options: DecodeOptions,
+        prepare: PrepareOptions,
+        request_id: str,
+    ) -> TranscriptionResult:
         """Transcribe now, recorded as a job that ends COMPLETED or FAILED."""
         started = time.perf_counter()
         job, owner = await self._record_sync(user_id, filename, audio, model, options, prepare, request_id)
@@ -76,9 +97,16 @@ class JobService:
         return await self._completed(job, owner, transcript, model, started)
 
     async def stream_sync(
-        self, *, user_id: str, filename: str, audio: bytes, model: str, options: DecodeOptions,
-        prepare: PrepareOptions, request_id: str,
-    ) -> AsyncIterator[Transcript]:  # fmt: skip
+        self,
+        *,
+        user_id: str,
+        filename: str,
+        audio: bytes,
+        model: str,
+        options: DecodeOptions,
+        prepare: PrepareOptions,
+        request_id: str,
+    ) -> AsyncIterator[Transcript]:
         """Like ``run_sync``, but yields the transcript part by part as it is decoded."""
         started = time.perf_counter()
         job, owner = await self._record_sync(user_id, filename, audio, model, options, prepare, request_id)
@@ -95,10 +123,15 @@ class JobService:
     async def _record_sync(self, user_id, filename, audio, model, options, prepare, request_id):
         owner = f"sync:{request_id}"
         job = await self.store.create(
-            user_id=user_id, filename=filename, model=model, language=options.language,
-            task=options.task, options=job_options(options, prepare), audio_bytes=len(audio),
+            user_id=user_id,
+            filename=filename,
+            model=model,
+            language=options.language,
+            task=options.task,
+            options=job_options(options, prepare),
+            audio_bytes=len(audio),
             sync_owner=owner,
-        )  # fmt: skip
+        )
         return job, owner
 
     async def _failed(self, job: Job, owner: str, exc: BaseException) -> None:
@@ -112,14 +145,17 @@ class JobService:
 
     async def _completed(self, job: Job, owner: str, transcript: Transcript, model: str, started: float):
         elapsed = time.perf_counter() - started
-        result = TranscriptionResult.from_transcript(
-            transcript, id=str(job.id), model=model, processing_time=elapsed
-        )
+        result = TranscriptionResult.from_transcript(transcript, id=str(job.id), model=model, processing_time=elapsed)
         await self.blobs.put_bytes(result_key(job.id), result.model_dump_json().encode())
         await self.store.complete(
-            job.id, owner, result_key=result_key(job.id), duration=transcript.duration,
-            preview=result.text, language=transcript.language, processing_seconds=elapsed,
-        )  # fmt: skip
+            job.id,
+            owner,
+            result_key=result_key(job.id),
+            duration=transcript.duration,
+            preview=result.text,
+            language=transcript.language,
+            processing_seconds=elapsed,
+        )
         return result
 
     async def result(self, job: Job) -> TranscriptionResult | None:

@@ -15,10 +15,11 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any, AsyncIterator
+from typing import Any
 
 import asyncpg
 
@@ -77,7 +78,7 @@ class Job:
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: asyncpg.Record) -> "Job":
+    def from_row(cls, row: asyncpg.Record) -> Job:
         data = dict(row)
         if isinstance(data.get("options"), str):
             data["options"] = json.loads(data["options"])
@@ -214,9 +215,12 @@ class JobStore:
             async with self._pool_lock:
                 if self._pool is None:
                     pool = await asyncpg.create_pool(
-                        self.dsn, min_size=self.min_size, max_size=self.max_size,
-                        timeout=5, command_timeout=30,
-                    )  # fmt: skip
+                        self.dsn,
+                        min_size=self.min_size,
+                        max_size=self.max_size,
+                        timeout=5,
+                        command_timeout=30,
+                    )
                     if self.auto_migrate:
                         try:
                             async with pool.acquire() as conn:
@@ -298,10 +302,23 @@ class JobStore:
         status = "PROCESSING" if sync_owner else "PENDING"
         async with self.connection() as conn, conn.transaction():
             row = await conn.fetchrow(
-                _INSERT, job_id or uuid.uuid4(), user_id, filename, status, model, language, task,
-                json.dumps(options), sync_owner is not None, audio_key, audio_bytes, max_attempts,
-                webhook_url, sync_owner, float(sync_lease_s),
-            )  # fmt: skip
+                _INSERT,
+                job_id or uuid.uuid4(),
+                user_id,
+                filename,
+                status,
+                model,
+                language,
+                task,
+                json.dumps(options),
+                sync_owner is not None,
+                audio_key,
+                audio_bytes,
+                max_attempts,
+                webhook_url,
+                sync_owner,
+                float(sync_lease_s),
+            )
             if status == "PENDING":
                 await conn.execute(_NOTIFY, NOTIFY_CHANNEL, str(row["id"]))
         return Job.from_row(row)
@@ -333,9 +350,14 @@ class JobStore:
         return sql, args
 
     async def list(
-        self, user_id: str, *, status: str | None = None, search: str | None = None,
-        cursor: str | None = None, limit: int = 20,
-    ) -> tuple[list[Job], str | None]:  # fmt: skip
+        self,
+        user_id: str,
+        *,
+        status: str | None = None,
+        search: str | None = None,
+        cursor: str | None = None,
+        limit: int = 20,
+    ) -> tuple[list[Job], str | None]:
         """Newest first; returns a page and the cursor of the next page (None at the end)."""
         sql, args = self.list_query(user_id, status=status, search=search, cursor=cursor, limit=limit)
         async with self.connection() as conn:
@@ -382,15 +404,28 @@ class JobStore:
         return status.endswith(" 1")
 
     async def complete(
-        self, job_id: uuid.UUID, owner: str, *, result_key: str, duration: float, preview: str,
-        language: str | None, processing_seconds: float,
-    ) -> Job | None:  # fmt: skip
+        self,
+        job_id: uuid.UUID,
+        owner: str,
+        *,
+        result_key: str,
+        duration: float,
+        preview: str,
+        language: str | None,
+        processing_seconds: float,
+    ) -> Job | None:
         """Mark done, fenced by the lease; None when this owner no longer holds the job."""
         async with self.connection() as conn:
             row = await conn.fetchrow(
-                _COMPLETE, job_id, owner, result_key, duration, preview[:500], language,
+                _COMPLETE,
+                job_id,
+                owner,
+                result_key,
+                duration,
+                preview[:500],
+                language,
                 processing_seconds,
-            )  # fmt: skip
+            )
         return Job.from_row(row) if row else None
 
     async def fail(self, job_id: uuid.UUID, owner: str, error: str, *, retry: bool) -> Job | None:
@@ -399,9 +434,15 @@ class JobStore:
         return Job.from_row(row) if row else None
 
     async def record_delivery(
-        self, job_id: uuid.UUID, url: str, event: str, attempt: int,
-        status_code: int | None, error: str | None, delivered: bool,
-    ) -> None:  # fmt: skip
+        self,
+        job_id: uuid.UUID,
+        url: str,
+        event: str,
+        attempt: int,
+        status_code: int | None,
+        error: str | None,
+        delivered: bool,
+    ) -> None:
         async with self.connection() as conn:
             await conn.execute(_RECORD_DELIVERY, job_id, url, event, attempt, status_code, error, delivered)
 

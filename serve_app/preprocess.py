@@ -29,7 +29,5 @@ class AudioPreprocessor:
         if options.vad:
             chunks = merge_into_chunks(self.vad.speech(samples))
         else:
-            chunks = merge_into_chunks(
-                [(t, min(t + 30.0, duration)) for t in range(0, int(duration + 0.999), 30)]
-            )
+            chunks = merge_into_chunks([(t, min(t + 30.0, duration)) for t in range(0, int(duration + 0.999), 30)])
         return PreparedAudio(samples=samples, duration=duration, chunks=chunks)

@@ -48,9 +48,7 @@ class TranscriptionResult(BaseModel):
         description="How word times were found: 'whisperx' (a wav2vec2 alignment model) or "
         "'whisper' (Whisper's cross-attention); null when words were not asked for.",
     )
-    alignment_note: str | None = Field(
-        None, description="Why WhisperX alignment was not used, when it was not."
-    )
+    alignment_note: str | None = Field(None, description="Why WhisperX alignment was not used, when it was not.")
 
     @property
     def words(self) -> list[WordOut]:
@@ -117,16 +115,28 @@ class JobView(BaseModel):
     result: TranscriptionResult | None = None
 
     @classmethod
-    def from_job(cls, job, result: TranscriptionResult | None = None) -> "JobView":
+    def from_job(cls, job, result: TranscriptionResult | None = None) -> JobView:
         return cls(
-            id=str(job.id), status=job.status, progress=job.progress, model=job.model,
-            language=job.language, task=job.task, filename=job.original_filename,
-            attempts=job.attempts, duration=job.duration_seconds,
-            processing_time=job.processing_seconds, text_preview=job.text_preview,
-            error=job.error, webhook_url=job.webhook_url, sync=job.is_sync,
-            created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at,
-            completed_at=job.completed_at, result=result,
-        )  # fmt: skip
+            id=str(job.id),
+            status=job.status,
+            progress=job.progress,
+            model=job.model,
+            language=job.language,
+            task=job.task,
+            filename=job.original_filename,
+            attempts=job.attempts,
+            duration=job.duration_seconds,
+            processing_time=job.processing_seconds,
+            text_preview=job.text_preview,
+            error=job.error,
+            webhook_url=job.webhook_url,
+            sync=job.is_sync,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            started_at=job.started_at,
+            completed_at=job.completed_at,
+            result=result,
+        )
 
 
 class JobAccepted(BaseModel):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,12 +39,8 @@ class Settings(BaseSettings):
     )
     default_model: str = Field("tiny.en", description="Model used when a request names none.")
     catalog_path: Path = Field(REPO_ROOT / "configs" / "models.yaml")
-    cache_dir: Path = Field(
-        Path.home() / ".cache" / "speechtotext", description="Assembled model files."
-    )
-    data_dir: Path = Field(
-        Path.home() / ".local" / "share" / "speechtotext", description="Jobs, blobs, database."
-    )
+    cache_dir: Path = Field(Path.home() / ".cache" / "speechtotext", description="Assembled model files.")
+    data_dir: Path = Field(Path.home() / ".local" / "share" / "speechtotext", description="Jobs, blobs, database.")
     cpu_threads: int | None = Field(
         None, description="CTranslate2 threads per decode; default from the profile (cpu: 1)."
     )
@@ -60,8 +55,9 @@ class Settings(BaseSettings):
         None, description="30 s windows of speech per cross-request batch; default from the profile."
     )
     batch_wait_timeout_s: float | None = Field(
-        None, description="How long a free model worker waits for a fuller batch while another "
-        "decodes (0: no wait); default from the profile."
+        None,
+        description="How long a free model worker waits for a fuller batch while another "
+        "decodes (0: no wait); default from the profile.",
     )
     pack_short_chunks: bool = Field(
         True, description="Decode short chunks of different requests in shared 30 s windows."
@@ -83,9 +79,7 @@ class Settings(BaseSettings):
     )
     db_pool_min: int = Field(1, ge=0)
     db_pool_max: int = Field(10, ge=1)
-    blob_url: str | None = Field(
-        None, description="Where audio and results go: file:///path or s3://bucket/prefix."
-    )
+    blob_url: str | None = Field(None, description="Where audio and results go: file:///path or s3://bucket/prefix.")
     s3_endpoint_url: str | None = Field(None, description="S3-protocol endpoint (MinIO, ...).")
     s3_region: str | None = None
     s3_access_key: str | None = None

@@ -152,9 +152,14 @@ class JobWorker:
         try:
             await self.blobs.put_bytes(key, result.model_dump_json().encode())
             done = await self.store.complete(
-                job.id, self.owner, result_key=key, duration=result.duration, preview=result.text,
-                language=result.language, processing_seconds=elapsed,
-            )  # fmt: skip
+                job.id,
+                self.owner,
+                result_key=key,
+                duration=result.duration,
+                preview=result.text,
+                language=result.language,
+                processing_seconds=elapsed,
+            )
         except DatabaseUnavailable:
             return  # lease expires, job reruns; the result blob is simply overwritten then
         if done is None:  # deleted meanwhile, or another worker owns it now

@@ -80,8 +80,10 @@ def blob_settings(request, tmp_path):
     s3 = request.getfixturevalue("s3_server")
     return {
         "blob_url": f"s3://{s3['bucket']}/{request.node.name[-40:].replace('[', '-').replace(']', '')}",
-        "s3_endpoint_url": s3["endpoint"], "s3_region": "us-east-1",
-        "s3_access_key": "testing", "s3_secret_key": "testing",
+        "s3_endpoint_url": s3["endpoint"],
+        "s3_region": "us-east-1",
+        "s3_access_key": "testing",
+        "s3_secret_key": "testing",
     }
 
 

@@ -17,17 +17,21 @@ from serve_app.api.routers import openai_compat, system, transcriptions
 from serve_app.api.routers.openai_compat import openai_error
 from serve_app.backend import TranscriptionBackend
 from serve_app.catalog import ModelCatalog
-from serve_app.jobs import JobService
 from serve_app.errors import PayloadTooLarge, ServiceError, unwrap
+from serve_app.jobs import JobService
 from serve_app.settings import Settings
 
 log = logging.getLogger("speechtotext.access")
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict | None = None, request: Request | None = None,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict | None = None,
+    request: Request | None = None,
     param: str | None = None,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """The one error shape: ours, or OpenAI's on the OpenAI-compatible routes (/v1/...)."""
     if request is not None and request.url.path.startswith("/v1/"):
         # OpenAI answers a bad parameter with 400, not 422
@@ -50,9 +54,7 @@ def create_app(
         version="0.1.0",
         description="Speech to text on Ray Serve and WhisperX.",
     )
-    app.state.context = ServiceContext(
-        settings=settings, catalog=catalog, backend=backend, jobs=jobs
-    )
+    app.state.context = ServiceContext(settings=settings, catalog=catalog, backend=backend, jobs=jobs)
     app.include_router(system.router)
     app.include_router(transcriptions.router)
     app.include_router(openai_compat.router)
@@ -90,9 +92,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         if isinstance(cause, ServiceError):
             return await service_error(request, cause)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(
-            500, "internal_error", f"Internal error ({type(cause).__name__}).", request=request
-        )
+        return error_response(500, "internal_error", f"Internal error ({type(cause).__name__}).", request=request)
 
 
 def _install_request_middleware(app: FastAPI, settings: Settings) -> None:

@@ -11,8 +11,8 @@ from fastapi import Depends, Request
 from serve_app.backend import TranscriptionBackend
 from serve_app.catalog import ModelCatalog, ModelSpec
 from serve_app.engine import DecodeOptions
-from serve_app.jobs import JobService
 from serve_app.errors import InvalidParameter, Unauthorized, UnknownModel, UnsupportedLanguage
+from serve_app.jobs import JobService
 from serve_app.schemas import ModelInfo
 from serve_app.settings import Settings
 
@@ -34,9 +34,7 @@ class ServiceContext:
         name = name or self.settings.default_model
         if name not in self.served:
             known = ", ".join(self.served)
-            raise UnknownModel(
-                f"Model '{name}' is not served here; available models: {known}.", param="model"
-            )
+            raise UnknownModel(f"Model '{name}' is not served here; available models: {known}.", param="model")
         return self.catalog.get(name)
 
     def model_info(self, name: str) -> ModelInfo:
@@ -86,9 +84,7 @@ class ServiceContext:
                 param="model",
             )
         if not 0.0 <= temperature <= 1.0:
-            raise InvalidParameter(
-                f"temperature must be between 0 and 1, not {temperature}.", param="temperature"
-            )
+            raise InvalidParameter(f"temperature must be between 0 and 1, not {temperature}.", param="temperature")
         if not spec.multilingual:
             language = "en"
         return DecodeOptions(

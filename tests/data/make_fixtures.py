@@ -88,8 +88,7 @@ def write_flac(path: Path, pcm: np.ndarray, rate: int) -> None:
 
 # Isolated words joined by known silences: the ground truth of word timestamps.
 TIMED_WORDS = (
-    "river morning yellow garden window basket thunder pencil orange silver "
-    "doctor monkey candle pocket winter button"
+    "river morning yellow garden window basket thunder pencil orange silver doctor monkey candle pocket winter button"
 ).split()
 # Other languages, spoken by espeak-ng (apt-get install espeak-ng): language detection and
 # translation. Each says roughly the same thing.

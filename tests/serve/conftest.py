@@ -58,9 +58,8 @@ def service(tmp_path_factory, s3_server):
     ray.init(
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                                  "PYTHONPATH": str(REPO)}},
-    )  # fmt: skip
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}},
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     handle = serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     try:

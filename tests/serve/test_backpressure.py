@@ -45,8 +45,10 @@ async def test_full_queue_is_503_with_retry_after(probe, catalog):
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://stt", timeout=60) as client:
         responses = await asyncio.gather(
-            *(client.post("/api/v1/transcriptions", files={"file": ("a.wav", audio("harvard_01.wav"))})
-              for _ in range(6))  # fmt: skip
+            *(
+                client.post("/api/v1/transcriptions", files={"file": ("a.wav", audio("harvard_01.wav"))})
+                for _ in range(6)
+            )
         )
     overloaded = [r for r in responses if r.status_code == 503]
     assert overloaded, [r.status_code for r in responses]

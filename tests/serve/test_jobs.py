@@ -8,7 +8,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
-import pytest
 
 from tests.speech import audio, corpus_wer, transcripts, wer
 
@@ -126,7 +125,9 @@ def test_postgres_restart_gives_503_then_recovers_without_losing_jobs(service):
     assert all(r["status"] == "COMPLETED" for r in results.values()), results
     with service.client() as client:
         deadline = time.monotonic() + 30
-        while (up := client.post("/api/v1/transcriptions", files={"file": ("a.wav", audio(SHORT[0]))})).status_code == 503:
+        while (
+            up := client.post("/api/v1/transcriptions", files={"file": ("a.wav", audio(SHORT[0]))})
+        ).status_code == 503:
             assert time.monotonic() < deadline, up.text
             time.sleep(0.5)
         assert up.status_code == 200

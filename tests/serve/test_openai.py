@@ -80,9 +80,7 @@ def test_verbose_json_validates_against_the_sdk_types(sdk, granularities):
 
 
 def test_streaming_sends_deltas_then_done(sdk, service):
-    events = list(
-        sdk.audio.transcriptions.create(file=upload("harvard_long.flac"), model="tiny.en", stream=True)
-    )
+    events = list(sdk.audio.transcriptions.create(file=upload("harvard_long.flac"), model="tiny.en", stream=True))
     deltas = [e for e in events if e.type == "transcript.text.delta"]
     assert len(deltas) >= 2 and events[-1].type == "transcript.text.done"
     assert [e.type for e in events[:-1]] == ["transcript.text.delta"] * (len(events) - 1)
@@ -104,9 +102,12 @@ def test_word_times_match_the_ground_truth(sdk):
     """Separately synthesized words joined by known silences: each start within 0.25 s."""
     truth = json.loads((DATA / "words_timed.json").read_text())
     result = sdk.audio.transcriptions.create(
-        file=upload("words_timed.wav"), model="base", language="en",
-        response_format="verbose_json", timestamp_granularities=["word"],
-    )  # fmt: skip
+        file=upload("words_timed.wav"),
+        model="base",
+        language="en",
+        response_format="verbose_json",
+        timestamp_granularities=["word"],
+    )
     heard = [(normalize(w.word), w.start) for w in result.words]
     matched = 0
     for expected in truth:
@@ -127,8 +128,11 @@ def test_language_detection(sdk, language):
 
 
 # Words that mark each source language, and English words the translations should use.
-SOURCE_WORDS = {"de": {"und", "wir", "ist", "heute"}, "es": {"y", "vamos", "hoy", "muy"},
-                "fr": {"nous", "avec", "et", "nos"}}  # fmt: skip
+SOURCE_WORDS = {
+    "de": {"und", "wir", "ist", "heute"},
+    "es": {"y", "vamos", "hoy", "muy"},
+    "fr": {"nous", "avec", "et", "nos"},
+}
 ENGLISH = {"good", "morning", "day", "today", "weather", "park", "friends", "restaurant", "evening", "night"}
 
 
@@ -153,30 +157,34 @@ def test_english_only_model_refuses_translation_and_other_languages(sdk, service
     with pytest.raises(openai.BadRequestError):
         sdk.audio.transcriptions.create(file=upload("speech_de.wav"), model="tiny.en", language="de")
     with service.client() as client:
-        r = client.post("/api/v1/transcriptions", files={"file": upload("speech_de.wav")},
-                        data={"model": "tiny.en", "task": "translate"})  # fmt: skip
+        r = client.post(
+            "/api/v1/transcriptions",
+            files={"file": upload("speech_de.wav")},
+            data={"model": "tiny.en", "task": "translate"},
+        )
         assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_task"
 
 
 def test_rest_api_has_the_same_options(service):
     with service.client() as client:
         r = client.post(
-            "/api/v1/transcriptions", files={"file": upload("speech_fr.wav")},
+            "/api/v1/transcriptions",
+            files={"file": upload("speech_fr.wav")},
             data={"model": "base", "word_timestamps": "true", "timestamps": "true", "temperature": "0"},
-        )  # fmt: skip
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["language"] == "fr" and body["language_probability"] > 0.5
         assert body["word_timestamps"] == "whisper" and body["alignment_note"]
         assert len(body["segments"]) >= 2 and all(s["words"] for s in body["segments"])
         r = client.post(
-            "/api/v1/transcriptions", files={"file": upload("speech_de.wav")},
+            "/api/v1/transcriptions",
+            files={"file": upload("speech_de.wav")},
             data={"model": "base", "task": "translate", "prompt": "Good morning."},
-        )  # fmt: skip
+        )
         assert r.status_code == 200 and r.json()["task"] == "translate"
         assert re.search(r"\b(good|morning|today|park)\b", r.json()["text"].lower())
-        r = client.post("/api/v1/transcriptions", files={"file": upload("harvard_01.wav")},
-                        data={"temperature": "1.5"})  # fmt: skip
+        r = client.post("/api/v1/transcriptions", files={"file": upload("harvard_01.wav")}, data={"temperature": "1.5"})
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
 
 

@@ -120,9 +120,7 @@ def test_missing_file_and_huge_upload(service):
     with service.client() as client:
         missing = client.post("/api/v1/transcriptions", data={"model": "tiny.en"})
         assert missing.status_code == 422 and "file" in missing.json()["error"]["message"]
-        huge = client.post(
-            "/api/v1/transcriptions", files={"file": ("big.wav", b"\0" * (101 * 2**20))}
-        )
+        huge = client.post("/api/v1/transcriptions", files={"file": ("big.wav", b"\0" * (101 * 2**20))})
         assert huge.status_code == 413 and huge.json()["error"]["code"] == "payload_too_large"
         assert client.get("/api/v1/nope").json()["error"]["code"] == "not_found"
     # After all the bad input above, the same replicas still transcribe.

@@ -52,8 +52,6 @@ async def test_bad_requests(client, files, form, status, code):
 
 async def test_wrong_extension_is_judged_by_content(client):
     # A real recording named .txt is still audio; the extension is not trusted either way.
-    response = await client.post(
-        "/api/v1/transcriptions", files={"file": ("speech.txt", audio("harvard_06.wav"))}
-    )
+    response = await client.post("/api/v1/transcriptions", files={"file": ("speech.txt", audio("harvard_06.wav"))})
     assert response.status_code == 200, response.text
     assert "salmon" in response.json()["text"].lower()

@@ -43,7 +43,8 @@ def test_decodes_compressed_stereo_at_other_rates():
     for fmt, codec, rate in [("mp3", "libmp3lame", 44100), ("ogg", "libopus", 48000), ("adts", "aac", 22050)]:
         resampled = np.interp(
             np.arange(int(speech.size * rate / SAMPLE_RATE)) * SAMPLE_RATE / rate,
-            np.arange(speech.size), speech,
+            np.arange(speech.size),
+            speech,
         ).astype(np.float32)
         samples = decode(_encode(resampled, fmt, codec, rate=rate))
         assert abs(samples.size - speech.size) < SAMPLE_RATE * 0.2, fmt
@@ -90,7 +91,7 @@ def test_video_without_audio_is_unsupported():
     with av.open(buf, "w", format="matroska") as out:
         stream = out.add_stream("mpeg4", rate=10)
         stream.width, stream.height = 32, 32
-        for i in range(5):
+        for _ in range(5):
             frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
             for p in stream.encode(frame):
                 out.mux(p)

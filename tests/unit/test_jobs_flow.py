@@ -43,9 +43,13 @@ async def service(pg_dsn, blob_settings, catalog, local_backend):
     jobs = JobService(store, blobs, local_backend, max_attempts=2)
     app = create_app(local_backend, settings, catalog, jobs=jobs)
     worker = JobWorker(
-        store, blobs, local_backend, lease_seconds=10, poll_seconds=0.5,
+        store,
+        blobs,
+        local_backend,
+        lease_seconds=10,
+        poll_seconds=0.5,
         webhooks=WebhookSender(SECRET, max_attempts=3, backoff_seconds=0.1),
-    )  # fmt: skip
+    )
     loop_task = asyncio.create_task(worker.run())
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stt", timeout=120)
     yield client, store, blobs, worker
@@ -125,8 +129,11 @@ async def test_sync_requests_are_recorded_as_jobs(service):
 async def test_job_api_errors(service):
     client, *_ = service
     unknown = "00000000-0000-0000-0000-000000000000"
-    for path in (f"/api/v1/transcriptions/{unknown}", "/api/v1/transcriptions/not-a-uuid",
-                 f"/api/v1/transcriptions/{unknown}/download"):  # fmt: skip
+    for path in (
+        f"/api/v1/transcriptions/{unknown}",
+        "/api/v1/transcriptions/not-a-uuid",
+        f"/api/v1/transcriptions/{unknown}/download",
+    ):
         response = await client.get(path)
         assert response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
     assert (await client.delete(f"/api/v1/transcriptions/{unknown}")).status_code == 404
@@ -140,8 +147,9 @@ async def test_job_api_errors(service):
     await wait_done(client, pending_id)
     fmt = await client.get(f"/api/v1/transcriptions/{pending_id}/download", params={"format": "docx"})
     assert fmt.status_code == 422
-    hook = await client.post("/api/v1/transcriptions", files={"file": ("a.wav", b"x")},
-                             data={"sync": "false", "webhook_url": "ftp://x"})  # fmt: skip
+    hook = await client.post(
+        "/api/v1/transcriptions", files={"file": ("a.wav", b"x")}, data={"sync": "false", "webhook_url": "ftp://x"}
+    )
     assert hook.status_code == 422
 
 

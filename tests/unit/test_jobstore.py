@@ -29,8 +29,16 @@ async def store(request, pg_dsn, tmp_path_factory):
 
 
 def new(store, **kw):
-    args = dict(user_id="u1", filename="meeting notes.wav", model="tiny.en", language="en",
-                task="transcribe", options={}, audio_key="audio/k", audio_bytes=10)  # fmt: skip
+    args = dict(
+        user_id="u1",
+        filename="meeting notes.wav",
+        model="tiny.en",
+        language="en",
+        task="transcribe",
+        options={},
+        audio_key="audio/k",
+        audio_bytes=10,
+    )
     args.update(kw)
     return store.create(**args)
 
@@ -57,12 +65,17 @@ async def test_claims_never_overlap(store):
     assert sorted(flat) == sorted(j.id for j in created)  # every job once, none twice
     for owner, jobs in zip(owners, claimed):
         for job_id in jobs:
-            done = await store.complete(job_id, owner, result_key="r", duration=1.0, preview="hi",
-                                        language="en", processing_seconds=0.1)  # fmt: skip
+            done = await store.complete(
+                job_id, owner, result_key="r", duration=1.0, preview="hi", language="en", processing_seconds=0.1
+            )
             assert done.status == "COMPLETED"
             # A worker that does not hold the lease cannot write.
-            assert await store.complete(job_id, "intruder", result_key="x", duration=1, preview="",
-                                        language=None, processing_seconds=0) is None  # fmt: skip
+            assert (
+                await store.complete(
+                    job_id, "intruder", result_key="x", duration=1, preview="", language=None, processing_seconds=0
+                )
+                is None
+            )
 
 
 async def test_expired_lease_is_reclaimed_then_fails_after_max_attempts(store):
@@ -135,8 +148,9 @@ async def test_queries_use_the_seed_indexes(store):
         for name, (sql, args) in {
             "list": store.list_query("bulk", status=None, search=None, cursor=None, limit=20),
             "list_status": store.list_query("bulk", status="FAILED", search=None, cursor=None, limit=20),
-            "search": store.list_query("bulk", status=None, search=hashlib.md5(b"7").hexdigest(),
-                                       cursor=None, limit=20),
+            "search": store.list_query(
+                "bulk", status=None, search=hashlib.md5(b"7").hexdigest(), cursor=None, limit=20
+            ),
         }.items():
             plans[name] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
         from serve_app import jobstore
@@ -145,8 +159,14 @@ async def test_queries_use_the_seed_indexes(store):
         plans["active"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + jobstore._ACTIVE))
         plans["claim"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + jobstore._CLAIM, "w", 1.0))
         await conn.execute("DELETE FROM transcription_jobs WHERE user_id LIKE 'bulk%'")
-    seed = ("idx_jobs_user_status_created", "idx_jobs_created_at", "idx_jobs_user_id",
-            "idx_jobs_failed", "idx_jobs_active_status", "idx_jobs_filename_fts")  # fmt: skip
+    seed = (
+        "idx_jobs_user_status_created",
+        "idx_jobs_created_at",
+        "idx_jobs_user_id",
+        "idx_jobs_failed",
+        "idx_jobs_active_status",
+        "idx_jobs_filename_fts",
+    )
     for name, plan in plans.items():
         assert any(index in plan for index in seed), (name, plan)
     assert "idx_jobs_filename_fts" in plans["search"]

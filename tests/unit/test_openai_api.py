@@ -14,7 +14,7 @@ import pytest
 from serve_app.api import create_app
 from serve_app.backend import LocalBackend
 from serve_app.settings import Settings
-from tests.speech import audio, wer, transcripts
+from tests.speech import audio, transcripts, wer
 
 
 def sdk_for(app, api_key: str = "sk-anything") -> openai.AsyncOpenAI:
@@ -49,15 +49,28 @@ async def test_json_through_the_sdk(sdk):
         ({"model": "whisper-2"}, openai.NotFoundError, "model_not_found", "model"),
         ({"model": "tiny.en", "language": "de"}, openai.BadRequestError, "unsupported_language", "language"),
         ({"model": "base", "language": "xx"}, openai.BadRequestError, "unsupported_language", "language"),
-        ({"model": "whisper-1", "response_format": "xml"}, openai.BadRequestError, "invalid_parameter", "response_format"),
-        ({"model": "whisper-1", "timestamp_granularities": ["word"]}, openai.BadRequestError, "invalid_parameter",
-         "timestamp_granularities"),
-        ({"model": "whisper-1", "response_format": "verbose_json", "timestamp_granularities": ["letter"]},
-         openai.BadRequestError, "invalid_parameter", "timestamp_granularities"),
+        (
+            {"model": "whisper-1", "response_format": "xml"},
+            openai.BadRequestError,
+            "invalid_parameter",
+            "response_format",
+        ),
+        (
+            {"model": "whisper-1", "timestamp_granularities": ["word"]},
+            openai.BadRequestError,
+            "invalid_parameter",
+            "timestamp_granularities",
+        ),
+        (
+            {"model": "whisper-1", "response_format": "verbose_json", "timestamp_granularities": ["letter"]},
+            openai.BadRequestError,
+            "invalid_parameter",
+            "timestamp_granularities",
+        ),
         ({"model": "whisper-1", "temperature": 3}, openai.BadRequestError, "invalid_parameter", "temperature"),
         ({"model": "whisper-1", "prompt": "x" * 900}, openai.BadRequestError, "invalid_request", "prompt"),
     ],
-)  # fmt: skip
+)
 async def test_bad_parameters_get_openai_errors(sdk, kwargs, error, code, param):
     with pytest.raises(error) as caught:
         await sdk.audio.transcriptions.create(file=("a.wav", audio("harvard_01.wav")), **kwargs)

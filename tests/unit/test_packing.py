@@ -8,7 +8,17 @@ from __future__ import annotations
 import pytest
 
 from serve_app.audio import Chunk
-from serve_app.engine import PACK_GAP, PACK_WINDOW, DecodeOptions, _ChunkJob, Segment, WhisperEngine, Word, unpack, window_load
+from serve_app.engine import (
+    PACK_GAP,
+    PACK_WINDOW,
+    DecodeOptions,
+    Segment,
+    WhisperEngine,
+    Word,
+    _ChunkJob,
+    unpack,
+    window_load,
+)
 from serve_app.preprocess import AudioPreprocessor
 from tests.speech import audio, transcripts, wer
 
@@ -76,7 +86,12 @@ def test_lone_and_shared_windows_decode_in_one_call_and_lone_ones_keep_their_tim
 
 
 def test_unpack_assigns_words_by_where_they_fall(tokenizer):
-    words = [Word(" one", 0.1, 0.4, 1), Word(" two", 0.5, 0.9, 1), Word(" gap", 1.9, 2.05, 1), Word(" three", 2.3, 2.8, 1)]
+    words = [
+        Word(" one", 0.1, 0.4, 1),
+        Word(" two", 0.5, 0.9, 1),
+        Word(" gap", 1.9, 2.05, 1),
+        Word(" three", 2.3, 2.8, 1),
+    ]
     window = Segment(0, 0.0, 3.0, "one two gap three", -0.1, words=words)
 
     # chunk A (1 s long, at 10 s in its file) at 0 s in the window; chunk B (1 s, at 3 s) at 2 s

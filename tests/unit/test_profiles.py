@@ -19,8 +19,9 @@ def test_the_allocator_joins_the_runtime_env_without_dropping_what_is_there():
     options = {"ray_actor_options": {"num_cpus": 0.5, "runtime_env": {"env_vars": {"A": "1"}}}}
     merged = _with_env(options, {"LD_PRELOAD": "/x.so"})
     assert merged["ray_actor_options"] == {
-        "num_cpus": 0.5, "runtime_env": {"env_vars": {"A": "1", "LD_PRELOAD": "/x.so"}},
-    }  # fmt: skip
+        "num_cpus": 0.5,
+        "runtime_env": {"env_vars": {"A": "1", "LD_PRELOAD": "/x.so"}},
+    }
     assert options["ray_actor_options"]["runtime_env"]["env_vars"] == {"A": "1"}  # not mutated
     assert _with_env(options, {}) is options
     assert _allocator_env("system") == {} and _allocator_env(None) == {}

@@ -42,8 +42,14 @@ def test_quiet_recordings_have_a_silence_level_of_their_own():
 
 
 def test_chunk_segments_split_into_sentences_at_punctuation_and_pauses(tokenizer):
-    words = [Word(" The", 0.0, 0.2, 1), Word(" end.", 0.2, 0.5, 1), Word(" Then", 0.7, 0.9, 1),
-             Word(" more", 0.9, 1.1, 1), Word(" after", 2.5, 2.8, 1), Word(" pause", 2.8, 3.0, 1)]  # fmt: skip
+    words = [
+        Word(" The", 0.0, 0.2, 1),
+        Word(" end.", 0.2, 0.5, 1),
+        Word(" Then", 0.7, 0.9, 1),
+        Word(" more", 0.9, 1.1, 1),
+        Word(" after", 2.5, 2.8, 1),
+        Word(" pause", 2.8, 3.0, 1),
+    ]
     segment = Segment(0, 0.0, 3.0, "The end. Then more after pause", -0.2, words=words)
     parts = split_sentences(segment, tokenizer)
     assert [p.text for p in parts] == ["The end.", "Then more", "after pause"]
@@ -54,9 +60,7 @@ def test_chunk_segments_split_into_sentences_at_punctuation_and_pauses(tokenizer
 @pytest.fixture(scope="module")
 def aligned_backend(catalog, tmp_path_factory):
     models = tmp_path_factory.mktemp("align")
-    settings = Settings(
-        align_models={"en": str(make_tiny_align_model(models / "en")), "de": str(models / "absent")}
-    )
+    settings = Settings(align_models={"en": str(make_tiny_align_model(models / "en")), "de": str(models / "absent")})
     return LocalBackend(settings, catalog)
 
 

@@ -8,7 +8,8 @@ error handlers switch on the ``/v1/`` prefix.
 from __future__ import annotations
 
 import json
-from typing import Annotated, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -89,13 +90,19 @@ def _respond(result: TranscriptionResult, response_format: str, granularities: s
         if "segment" in granularities:
             body["segments"] = [
                 {
-                    "id": s.id, "seek": s.seek, "start": s.start, "end": s.end, "text": s.text,
-                    "tokens": s.tokens, "temperature": s.temperature,
-                    "avg_logprob": s.avg_logprob or 0.0, "compression_ratio": s.compression_ratio or 0.0,
+                    "id": s.id,
+                    "seek": s.seek,
+                    "start": s.start,
+                    "end": s.end,
+                    "text": s.text,
+                    "tokens": s.tokens,
+                    "temperature": s.temperature,
+                    "avg_logprob": s.avg_logprob or 0.0,
+                    "compression_ratio": s.compression_ratio or 0.0,
                     "no_speech_prob": s.no_speech_prob or 0.0,
                 }
                 for s in result.segments
-            ]  # fmt: skip
+            ]
         if "word" in granularities:
             body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in result.words]
             # Not in OpenAI's shape (clients ignore extra keys): how the word times were found.
@@ -125,15 +132,22 @@ async def _stream(first: Transcript, rest: AsyncIterator[Transcript]) -> AsyncIt
             part = await anext(rest, None)
         yield _sse({"type": "transcript.text.done", "text": "".join(deltas)})
     except ServiceError as exc:  # the status line is sent: report it as the SDK reads errors
-        yield _sse({"error": {"message": exc.message, "type": "invalid_request_error", "param": exc.param, "code": exc.code}})
+        yield _sse(
+            {"error": {"message": exc.message, "type": "invalid_request_error", "param": exc.param, "code": exc.code}}
+        )
     finally:
         await rest.aclose()
 
 
 async def _audio(
-    request: Request, ctx: ServiceContext, file: UploadFile, model: str, response_format: str,
-    options_for, stream: bool = False,
-) -> Response:  # fmt: skip
+    request: Request,
+    ctx: ServiceContext,
+    file: UploadFile,
+    model: str,
+    response_format: str,
+    options_for,
+    stream: bool = False,
+) -> Response:
     _check_format(response_format)
     granularities = await _granularities(request, response_format)
     spec = _model(ctx, model)
@@ -148,9 +162,14 @@ async def _audio(
 
     if ctx.jobs is not None:
         parts = ctx.jobs.stream_sync(
-            user_id=ctx.settings.default_user, filename=filename, audio=data, model=spec.name,
-            options=options, prepare=prepare, request_id=request.state.request_id,
-        )  # fmt: skip
+            user_id=ctx.settings.default_user,
+            filename=filename,
+            audio=data,
+            model=spec.name,
+            options=options,
+            prepare=prepare,
+            request_id=request.state.request_id,
+        )
     else:
         parts = ctx.backend.transcribe_stream(data, spec.name, options, prepare)
     # Wait for the first part before answering, so bad audio still gets a 4xx status.
@@ -173,11 +192,16 @@ async def create_transcription(
 ):
     def options_for(spec: ModelSpec, granularities: set[str]) -> DecodeOptions:
         return ctx.decode_options(
-            spec, language=language, task="transcribe", beam_size=None, prompt=prompt,
+            spec,
+            language=language,
+            task="transcribe",
+            beam_size=None,
+            prompt=prompt,
             temperature=temperature,
-            timestamps=response_format in ("srt", "vtt") or (response_format == "verbose_json" and "segment" in granularities),
+            timestamps=response_format in ("srt", "vtt")
+            or (response_format == "verbose_json" and "segment" in granularities),
             word_timestamps=response_format == "verbose_json" and "word" in granularities,
-        )  # fmt: skip
+        )
 
     return await _audio(request, ctx, file, model, response_format, options_for, stream)
 
@@ -194,11 +218,15 @@ async def create_translation(
 ):
     def options_for(spec: ModelSpec, granularities: set[str]) -> DecodeOptions:
         return ctx.decode_options(
-            spec, language=None, task="translate", beam_size=None, prompt=prompt,
+            spec,
+            language=None,
+            task="translate",
+            beam_size=None,
+            prompt=prompt,
             temperature=temperature,
             timestamps=response_format in ("srt", "vtt", "verbose_json"),
             word_timestamps=response_format == "verbose_json" and "word" in granularities,
-        )  # fmt: skip
+        )
 
     return await _audio(request, ctx, file, model, response_format, options_for)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, AsyncIterator, Literal
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -59,9 +60,11 @@ def _check_webhook(url: str | None) -> str | None:
 
 
 @router.post(
-    "/transcriptions", responses=_ERRORS, response_model=TranscriptionResult,
+    "/transcriptions",
+    responses=_ERRORS,
+    response_model=TranscriptionResult,
     status_code=200,
-)  # fmt: skip
+)
 async def create_transcription(
     request: Request,
     ctx: Context,
@@ -73,9 +76,17 @@ async def create_transcription(
     sync: Annotated[bool, Form(description="Wait for the result (true) or get a job id (false).")] = True,
     webhook_url: Annotated[str | None, Form(description="POSTed when an async job ends.")] = None,
     beam_size: Annotated[int | None, Form(ge=1, le=10)] = None,
-    prompt: Annotated[str | None, Form(max_length=800, description="Text that came before, or spellings to prefer.")] = None,
+    prompt: Annotated[
+        str | None, Form(max_length=800, description="Text that came before, or spellings to prefer.")
+    ] = None,
     temperature: Annotated[float, Form(ge=0, le=1, description="0: beam search; above 0: sampling.")] = 0.0,
-    timestamps: Annotated[bool, Form(description="Sentence-sized segments (cut at word times; about 10% slower on CPU); false: one segment per <= 30 s chunk of speech.")] = False,
+    timestamps: Annotated[
+        bool,
+        Form(
+            description="Sentence-sized segments (cut at word times; about 10% slower on CPU); "
+            "false: one segment per <= 30 s chunk of speech."
+        ),
+    ] = False,
     word_timestamps: Annotated[bool, Form(description="Start and end of every word.")] = False,
     normalize: Annotated[bool, Form()] = True,
     vad: Annotated[bool, Form(description="Skip silence with voice activity detection.")] = True,
@@ -83,9 +94,15 @@ async def create_transcription(
     spec = ctx.model_spec(model)
     request.state.model = spec.name
     options = ctx.decode_options(
-        spec, language=language, task=task, beam_size=beam_size, prompt=prompt,
-        temperature=temperature, timestamps=timestamps, word_timestamps=word_timestamps,
-    )  # fmt: skip
+        spec,
+        language=language,
+        task=task,
+        beam_size=beam_size,
+        prompt=prompt,
+        temperature=temperature,
+        timestamps=timestamps,
+        word_timestamps=word_timestamps,
+    )
     prepare = PrepareOptions(normalize=normalize, vad=vad)
     webhook_url = _check_webhook(webhook_url)
     user = ctx.settings.default_user
@@ -101,14 +118,20 @@ async def create_transcription(
         if file.size == 0:
             raise InvalidAudio(f"The uploaded file '{filename}' is empty.", code="empty_file")
         job = await ctx.jobs.submit(
-            user_id=user, filename=filename, blocks=upload_blocks(file), model=spec.name,
-            options=options, prepare=prepare, webhook_url=webhook_url,
-        )  # fmt: skip
+            user_id=user,
+            filename=filename,
+            blocks=upload_blocks(file),
+            model=spec.name,
+            options=options,
+            prepare=prepare,
+            webhook_url=webhook_url,
+        )
         body = JobAccepted(
-            id=str(job.id), status=job.status, created_at=job.created_at,
-            links={"self": f"/api/v1/transcriptions/{job.id}",
-                   "download": f"/api/v1/transcriptions/{job.id}/download"},
-        )  # fmt: skip
+            id=str(job.id),
+            status=job.status,
+            created_at=job.created_at,
+            links={"self": f"/api/v1/transcriptions/{job.id}", "download": f"/api/v1/transcriptions/{job.id}/download"},
+        )
         return JSONResponse(body.model_dump(mode="json"), 202, headers={"Location": body.links["self"]})
 
     data = await read_upload(file, ctx.settings.max_upload_mb)
@@ -117,16 +140,26 @@ async def create_transcription(
 
 
 async def transcribe_now(
-    request: Request, ctx: ServiceContext, data: bytes, filename: str, model: str,
-    options: DecodeOptions, prepare: PrepareOptions,
-) -> TranscriptionResult:  # fmt: skip
+    request: Request,
+    ctx: ServiceContext,
+    data: bytes,
+    filename: str,
+    model: str,
+    options: DecodeOptions,
+    prepare: PrepareOptions,
+) -> TranscriptionResult:
     """A synchronous transcription, recorded as a job when this instance keeps jobs."""
     started = time.perf_counter()
     if ctx.jobs is not None:
         result = await ctx.jobs.run_sync(
-            user_id=ctx.settings.default_user, filename=filename, audio=data, model=model,
-            options=options, prepare=prepare, request_id=request.state.request_id,
-        )  # fmt: skip
+            user_id=ctx.settings.default_user,
+            filename=filename,
+            audio=data,
+            model=model,
+            options=options,
+            prepare=prepare,
+            request_id=request.state.request_id,
+        )
     else:
         transcript = await ctx.backend.transcribe(data, model, options, prepare)
         result = TranscriptionResult.from_transcript(
