@@ -1,7 +1,7 @@
 """Word times from WhisperX forced alignment, where a local wav2vec2 model exists for a language.
 
 No alignment model ships offline here, so by default every language falls back to Whisper's
-own cross-attention word times (engine.py); ``STT_ALIGN_MODELS='{"en": "/models/wav2vec2-en"}'``
+own cross-attention word times (serve_app/engine.py); ``STT_ALIGN_MODELS='{"en": "/models/wav2vec2-en"}'``
 turns WhisperX alignment on per language. A request never fails because of alignment: when a
 model is missing or alignment breaks, the caller keeps Whisper's words and says why.
 """
@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from serve_app.engine import Segment, Word
+from serve_app.transcript import Segment, Word
 
 log = logging.getLogger(__name__)
 

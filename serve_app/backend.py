@@ -1,20 +1,21 @@
-"""Where the API sends audio: a TranscriptionBackend.
+"""Where the service sends audio: a TranscriptionBackend.
 
-``RayBackend`` (deployments/) calls the Preprocessor and Transcriber deployments through
-handles; ``LocalBackend`` runs the same library code in this process, for tests and tools.
+``RayBackend`` (deployments/ingress.py) calls the Preprocessor and Transcriber deployments
+through handles; ``LocalBackend`` runs the same library classes (``AudioPreprocessor``,
+``BatchedTranscriber``) in this process, for tests and tools.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from serve_app.alignment import Aligner
 from serve_app.catalog import ModelCatalog
-from serve_app.engine import DecodeOptions, Transcript, WhisperEngine
 from serve_app.preprocess import AudioPreprocessor, PrepareOptions
 from serve_app.settings import Settings
+from serve_app.transcript import DecodeOptions, Transcript
 
 
 class TranscriptionBackend(Protocol):
@@ -29,6 +30,29 @@ class TranscriptionBackend(Protocol):
         ...
 
 
+def load_transcriber(
+    settings: Settings, catalog: ModelCatalog, model: str, *, cpu_threads: int, workers: int, limits=None
+):
+    """A model loaded for ``settings`` (device, compute type, alignment, packing), batched."""
+    from serve_app.alignment import Aligner
+    from serve_app.engine import WhisperEngine
+    from serve_app.transcriber import BatchedTranscriber, BatchLimits
+
+    limits = limits or BatchLimits()
+    engine = WhisperEngine(
+        catalog.resolve(model),
+        multilingual=catalog.get(model).multilingual,
+        device=settings.resolved_device,
+        compute_type=settings.resolved_compute_type,
+        cpu_threads=cpu_threads,
+        num_workers=workers,
+        decode_batch_size=limits.decode_batch_size,
+        aligner=Aligner(settings.align_models, settings.resolved_device) if settings.align_models else None,
+        pack=settings.pack_short_chunks,
+    )
+    return BatchedTranscriber(engine, limits)
+
+
 class LocalBackend:
     """Everything in one process; models load on first use."""
 
@@ -36,34 +60,35 @@ class LocalBackend:
         self.settings = settings
         self.catalog = catalog
         self._preprocessor: AudioPreprocessor | None = None
-        self._engines: dict[str, WhisperEngine] = {}
+        self._transcribers: dict = {}
+        self._model_lock = threading.Lock()  # a model loads once, however many ask at once
+        self._vad_lock = threading.Lock()
 
-    def _engine(self, model: str) -> WhisperEngine:
-        if model not in self._engines:
-            spec = self.catalog.get(model)
-            self._engines[model] = WhisperEngine(
-                self.catalog.resolve(model),
-                multilingual=spec.multilingual,
-                device=self.settings.resolved_device,
-                compute_type=self.settings.resolved_compute_type,
-                cpu_threads=self.settings.cpu_threads or 2,
-                aligner=Aligner(self.settings.align_models, self.settings.resolved_device)
-                if self.settings.align_models
-                else None,
-                pack=self.settings.pack_short_chunks,
-            )
-        return self._engines[model]
+    def _transcriber(self, model: str):
+        with self._model_lock:
+            if model not in self._transcribers:
+                self._transcribers[model] = load_transcriber(
+                    self.settings,
+                    self.catalog,
+                    model,
+                    cpu_threads=self.settings.cpu_threads or 2,
+                    workers=self.settings.model_workers or 1,
+                )
+            return self._transcribers[model]
 
     def _prepare(self, audio: bytes, prepare: PrepareOptions):
-        if self._preprocessor is None:
-            self._preprocessor = AudioPreprocessor(self.settings.vad_method, self.settings.max_audio_seconds)
+        with self._vad_lock:
+            if self._preprocessor is None:
+                self._preprocessor = AudioPreprocessor(self.settings.vad_method, self.settings.max_audio_seconds)
         return self._preprocessor.prepare(audio, prepare)
 
     async def transcribe(self, audio, model, options, prepare) -> Transcript:
         prepared = await asyncio.to_thread(self._prepare, audio, prepare)
-        engine = await asyncio.to_thread(self._engine, model)
-        [result] = await asyncio.to_thread(engine.transcribe_many, [(prepared, options)])
-        return result
+        transcriber = await asyncio.to_thread(self._transcriber, model)
+        return await transcriber.transcribe(prepared, options)
 
     async def transcribe_stream(self, audio, model, options, prepare) -> AsyncIterator[Transcript]:
-        yield await self.transcribe(audio, model, options, prepare)
+        prepared = await asyncio.to_thread(self._prepare, audio, prepare)
+        transcriber = await asyncio.to_thread(self._transcriber, model)
+        async for part in transcriber.stream(prepared, options):
+            yield part

@@ -63,6 +63,7 @@ class PullBatcher(Generic[T, R]):
         self.set_limits(max_size, wait_s)
         self._queue: deque[_Pending[T]] = deque()
         self._arrived: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []  # the worker loops (a task needs a reference)
         self.busy = 0  # workers running a batch now
         self.batches: deque[float] = deque(maxlen=256)  # sizes of the latest batches taken
@@ -82,7 +83,10 @@ class PullBatcher(Generic[T, R]):
         """Queue ``item`` and wait for its result. Cancelling the wait drops the item if it has
         not been taken yet."""
         loop = asyncio.get_running_loop()
-        if self._arrived is None:
+        if self._loop is not loop:  # first use, or a new event loop (the old one's tasks are gone)
+            self._loop = loop
+            self._queue.clear()
+            self.busy = 0
             self._arrived = asyncio.Event()
             self._tasks = [loop.create_task(self._worker(n)) for n in range(self.workers)]
         future = loop.create_future()

@@ -8,19 +8,11 @@ from __future__ import annotations
 import pytest
 
 from serve_app.audio import Chunk
-from serve_app.engine import (
-    PACK_GAP,
-    PACK_WINDOW,
-    DecodeOptions,
-    Segment,
-    WhisperEngine,
-    Word,
-    _ChunkJob,
-    unpack,
-    window_load,
-)
+from serve_app.engine import WhisperEngine
+from serve_app.packing import PACK_GAP, PACK_WINDOW, ChunkJob, pack, unpack, window_load
 from serve_app.preprocess import AudioPreprocessor
-from tests.speech import audio, transcripts, wer
+from serve_app.transcript import DecodeOptions, Segment, Word
+from testkit.speech import audio, transcripts, wer
 
 SHORT = [f"harvard_0{i}.wav" for i in range(1, 9)]
 
@@ -109,10 +101,10 @@ def test_window_load_counts_short_chunks_as_shares():
     assert window_load(Audio()) == pytest.approx((4.0 + PACK_GAP) / PACK_WINDOW + 1.0)
 
 
-def test_short_chunks_pack_longest_first_into_the_fewest_windows(engine):
+def test_short_chunks_pack_longest_first_into_the_fewest_windows():
     # In arrival order the two 8 s chunks share a window and each 20 s chunk needs its own
     # (three windows); longest first, each 20 s chunk gets an 8 s one (two windows).
     options = DecodeOptions(language="en")
-    jobs = [_ChunkJob(i, Chunk(0, d), None, options) for i, d in enumerate([8.0, 8.0, 20.0, 20.0])]
-    windows = engine._pack(jobs)
+    jobs = [ChunkJob(i, Chunk(0, d), None, options) for i, d in enumerate([8.0, 8.0, 20.0, 20.0])]
+    windows = pack(jobs)
     assert sorted(sorted(j.chunk.duration for j in w) for w in windows) == [[8.0, 20.0], [8.0, 20.0]]

@@ -10,11 +10,12 @@ import pytest
 
 from serve_app.audio import SAMPLE_RATE, loud_frames, snap_to_sound
 from serve_app.backend import LocalBackend
-from serve_app.engine import DecodeOptions, Segment, Word, split_sentences
 from serve_app.preprocess import PrepareOptions
 from serve_app.settings import Settings
+from serve_app.transcript import DecodeOptions, Segment, Word
+from serve_app.words import split_sentences
+from testkit.speech import audio
 from tests.align_model import make_tiny_align_model
-from tests.speech import audio
 
 
 def tone(seconds: float, level: float = 0.3) -> np.ndarray:

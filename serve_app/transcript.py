@@ -1,0 +1,82 @@
+"""The data a transcription is made of: decode options in, words, segments and transcripts out.
+
+A leaf module (dataclasses only, no model code): the HTTP layer, jobs, the engine and the
+Ray wiring all speak these types without importing one another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+Task = Literal["transcribe", "translate"]
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode one request. Requests share a decode call only when these are equal."""
+
+    task: Task = "transcribe"
+    language: str | None = None  # None: detect (multilingual models only)
+    beam_size: int = 5
+    initial_prompt: str | None = None
+    temperature: float = 0.0  # 0: beam search; above 0: sampling at that temperature
+    # Sentence-sized segments, cut at word times. Off, each segment is one VAD chunk of up to
+    # 30 s (no alignment pass: about 10% faster on CPU).
+    timestamps: bool = False
+    word_timestamps: bool = False
+
+
+@dataclass
+class Word:
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    tokens: list[int] = field(default_factory=list)
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 0.0
+    temperature: float = 0.0
+    seek: int = 0
+    words: list[Word] | None = None
+
+
+@dataclass
+class Transcript:
+    """The result of one request, or of one consecutive part of it (streaming)."""
+
+    text: str
+    segments: list[Segment]
+    language: str
+    language_probability: float | None
+    duration: float
+    task: Task = "transcribe"
+    # How word times were found ("whisper": cross-attention alignment of the decoded tokens;
+    # "whisperx": a wav2vec2 alignment model) and, when the better method could not be used, why.
+    word_timestamps: str | None = None
+    alignment_note: str | None = None
+
+    @property
+    def speech_seconds(self) -> float:
+        return sum(s.end - s.start for s in self.segments)
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in (s.words or [])]
+
+
+def join(parts: list[Transcript]) -> Transcript:
+    """One transcript from consecutive parts of the same request (segments renumbered)."""
+    segments = [replace(s) for part in parts for s in part.segments]
+    for n, segment in enumerate(segments):
+        segment.id = n
+    return replace(parts[0], text=" ".join(s.text for s in segments), segments=segments)
