@@ -46,10 +46,9 @@ class PreparedAudio:
 def decode(data: bytes, *, max_seconds: float | None = None) -> np.ndarray:
     """Decode the first audio stream of any container PyAV reads to mono 16 kHz float32.
 
-    Raises InvalidAudio for empty, non-audio, truncated or corrupt input.
+    Raises InvalidAudio for non-audio, truncated or corrupt input (an empty upload never gets
+    here: serve_app/uploads.py refuses it).
     """
-    if not data:
-        raise InvalidAudio("The uploaded file is empty.", code="empty_file")
     _check_wav_length(data)
     try:
         container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from serve_app.engine import Transcript
+from serve_app.transcript import Transcript
 
 
 class WordOut(BaseModel):
@@ -42,7 +42,10 @@ class TranscriptionResult(BaseModel):
     duration: float = Field(description="Seconds of audio in the upload.")
     model: str
     task: Literal["transcribe", "translate"] = "transcribe"
-    processing_time: float = Field(description="Seconds from upload received to result.")
+    processing_time: float = Field(
+        description="Seconds the service worked on the audio: from the whole upload received (sync) or "
+        "the job claimed by a worker (async) to the finished transcript; queue time not included."
+    )
     word_timestamps: Literal["whisper", "whisperx"] | None = Field(
         None,
         description="How word times were found: 'whisperx' (a wav2vec2 alignment model) or "

@@ -12,12 +12,10 @@ import logging
 import time
 import uuid
 
-from serve_app.backend import TranscriptionBackend
-from serve_app.blobs import BlobNotFound, BlobStore
 from serve_app.errors import ServiceError
-from serve_app.jobs import options_of, result_key
-from serve_app.jobstore import DatabaseUnavailable, Job, JobStore
+from serve_app.jobstore import DatabaseUnavailable, Job
 from serve_app.schemas import TranscriptionResult
+from serve_app.service import TranscriptionService
 from serve_app.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -30,9 +28,7 @@ class LeaseLost(Exception):
 class JobWorker:
     def __init__(
         self,
-        store: JobStore,
-        blobs: BlobStore,
-        backend: TranscriptionBackend,
+        service: TranscriptionService,
         *,
         webhooks: WebhookSender | None = None,
         owner: str | None = None,
@@ -40,7 +36,9 @@ class JobWorker:
         concurrency: int = 4,
         poll_seconds: float = 5.0,
     ):
-        self.store, self.blobs, self.backend, self.webhooks = store, blobs, backend, webhooks
+        if service.jobs is None:
+            raise ValueError("a JobWorker needs a service with a job store")
+        self.service, self.jobs, self.store, self.webhooks = service, service.jobs, service.jobs.store, webhooks
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         self.lease_seconds = lease_seconds
         self.concurrency = concurrency
@@ -102,7 +100,7 @@ class JobWorker:
     # -- one job -------------------------------------------------------------------------------
     async def _process(self, job: Job) -> None:
         started = time.perf_counter()
-        work = asyncio.create_task(self._transcribe(job))
+        work = asyncio.create_task(self.service.transcribe_job(job, started))
         keeper = asyncio.create_task(self._keep_lease(job, work))
         try:
             result = await work
@@ -122,7 +120,7 @@ class JobWorker:
             return
         finally:
             keeper.cancel()
-        await self._finish_completed(job, result, time.perf_counter() - started)
+        await self._finish_completed(job, result)
 
     async def _keep_lease(self, job: Job, work: asyncio.Task) -> None:
         while True:
@@ -135,43 +133,19 @@ class JobWorker:
                 work.cancel()
                 raise LeaseLost(str(job.id))
 
-    async def _transcribe(self, job: Job) -> TranscriptionResult:
-        options, prepare = options_of(job)
+    async def _finish_completed(self, job: Job, result: TranscriptionResult) -> None:
         try:
-            audio = await self.blobs.get_bytes(job.audio_key)
-        except BlobNotFound:
-            raise ServiceError(f"The job's audio ({job.audio_key}) is missing from storage.") from None
-        started = time.perf_counter()
-        transcript = await self.backend.transcribe(audio, job.model, options, prepare)
-        return TranscriptionResult.from_transcript(
-            transcript, id=str(job.id), model=job.model, processing_time=time.perf_counter() - started
-        )
-
-    async def _finish_completed(self, job: Job, result: TranscriptionResult, elapsed: float) -> None:
-        key = result_key(job.id)
-        try:
-            await self.blobs.put_bytes(key, result.model_dump_json().encode())
-            done = await self.store.complete(
-                job.id,
-                self.owner,
-                result_key=key,
-                duration=result.duration,
-                preview=result.text,
-                language=result.language,
-                processing_seconds=elapsed,
-            )
+            done = await self.jobs.complete(job, self.owner, result)
         except DatabaseUnavailable:
             return  # lease expires, job reruns; the result blob is simply overwritten then
         if done is None:  # deleted meanwhile, or another worker owns it now
-            if await self.store.get(job.id) is None:
-                await self.blobs.delete(key)
             return
         self.processed += 1
         self._notify(done, "job.completed", {"result": result.model_dump()})
 
     async def _finish_failed(self, job: Job, error: str, *, retry: bool) -> None:
         try:
-            failed = await self.store.fail(job.id, self.owner, error, retry=retry)
+            failed = await self.jobs.fail(job, self.owner, error, retry=retry)
         except DatabaseUnavailable:
             return
         if failed is not None and failed.status == "FAILED":

@@ -15,10 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serve_app.api.dependencies import ServiceContext
 from serve_app.api.routers import openai_compat, system, transcriptions
 from serve_app.api.routers.openai_compat import openai_error
-from serve_app.backend import TranscriptionBackend
-from serve_app.catalog import ModelCatalog
 from serve_app.errors import PayloadTooLarge, ServiceError, unwrap
-from serve_app.jobs import JobService
+from serve_app.service import TranscriptionService
 from serve_app.settings import Settings
 
 log = logging.getLogger("speechtotext.access")
@@ -39,27 +37,18 @@ def error_response(
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
-def create_app(
-    backend: TranscriptionBackend,
-    settings: Settings | None = None,
-    catalog: ModelCatalog | None = None,
-    jobs: JobService | None = None,
-) -> FastAPI:
-    settings = settings or Settings()
-    catalog = catalog or ModelCatalog.load(settings.catalog_path, settings.cache_dir)
-    for name in settings.models:
-        catalog.get(name)  # fail at start-up, not on the first request, for a typo
+def create_app(service: TranscriptionService) -> FastAPI:
     app = FastAPI(
         title="speechtotext",
         version="0.1.0",
         description="Speech to text on Ray Serve and WhisperX.",
     )
-    app.state.context = ServiceContext(settings=settings, catalog=catalog, backend=backend, jobs=jobs)
+    app.state.context = ServiceContext(service)
     app.include_router(system.router)
     app.include_router(transcriptions.router)
     app.include_router(openai_compat.router)
     _install_error_handlers(app)
-    _install_request_middleware(app, settings)
+    _install_request_middleware(app, service.settings)
     return app
 
 

@@ -1,4 +1,4 @@
-"""What routes need, as FastAPI dependencies: the service context and request validation."""
+"""What routes need, as FastAPI dependencies: the service context, the API key check."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from serve_app.backend import TranscriptionBackend
-from serve_app.catalog import ModelCatalog, ModelSpec
-from serve_app.engine import DecodeOptions
-from serve_app.errors import InvalidParameter, Unauthorized, UnknownModel, UnsupportedLanguage
+from serve_app.errors import JobNotFound, Unauthorized
 from serve_app.jobs import JobService
 from serve_app.schemas import ModelInfo
+from serve_app.service import TranscriptionService
 from serve_app.settings import Settings
 
 
@@ -21,24 +19,24 @@ from serve_app.settings import Settings
 class ServiceContext:
     """Everything the HTTP layer knows about the running service."""
 
-    settings: Settings
-    catalog: ModelCatalog
-    backend: TranscriptionBackend
-    jobs: JobService | None = None
+    service: TranscriptionService
+
+    @property
+    def settings(self) -> Settings:
+        return self.service.settings
 
     @property
     def served(self) -> list[str]:
-        return list(self.settings.models)
+        return self.service.served
 
-    def model_spec(self, name: str | None) -> ModelSpec:
-        name = name or self.settings.default_model
-        if name not in self.served:
-            known = ", ".join(self.served)
-            raise UnknownModel(f"Model '{name}' is not served here; available models: {known}.", param="model")
-        return self.catalog.get(name)
+    @property
+    def jobs(self) -> JobService:
+        if self.service.jobs is None:
+            raise JobNotFound("This instance keeps no jobs.")
+        return self.service.jobs
 
     def model_info(self, name: str) -> ModelInfo:
-        spec = self.catalog.get(name)
+        spec = self.service.catalog.get(name)
         return ModelInfo(
             id=name,
             description=spec.description,
@@ -48,53 +46,6 @@ class ServiceContext:
             device=self.settings.resolved_device,
             compute_type=self.settings.resolved_compute_type,
             default=name == self.settings.default_model,
-        )
-
-    def decode_options(
-        self,
-        spec: ModelSpec,
-        *,
-        language: str | None,
-        task: str,
-        beam_size: int | None,
-        prompt: str | None,
-        temperature: float = 0.0,
-        timestamps: bool = False,
-        word_timestamps: bool = False,
-    ) -> DecodeOptions:
-        """Check a request's decode options against what the model can do."""
-        if language is not None:
-            language = language.strip().lower() or None
-        if language is not None and language not in spec.languages:
-            if spec.multilingual:
-                raise UnsupportedLanguage(
-                    f"Language '{language}' is not a Whisper language code (see /api/v1/languages).",
-                    param="language",
-                )
-            raise UnsupportedLanguage(
-                f"Model '{spec.name}' only transcribes English ('en'); "
-                f"use a multilingual model such as 'base' for '{language}'.",
-                param="language",
-            )
-        if task not in spec.tasks:
-            raise InvalidParameter(
-                f"Model '{spec.name}' cannot {task}; use a multilingual model such as 'base'.",
-                code="unsupported_task",
-                status_code=400,
-                param="model",
-            )
-        if not 0.0 <= temperature <= 1.0:
-            raise InvalidParameter(f"temperature must be between 0 and 1, not {temperature}.", param="temperature")
-        if not spec.multilingual:
-            language = "en"
-        return DecodeOptions(
-            task=task,  # type: ignore[arg-type]
-            language=language,
-            beam_size=beam_size or self.settings.beam_size,
-            initial_prompt=prompt or None,
-            temperature=float(temperature),
-            timestamps=timestamps,
-            word_timestamps=word_timestamps,
         )
 
 

@@ -13,11 +13,12 @@ import httpx
 import pytest
 from ray import serve
 
-from deployments.app import RayBackend
+from deployments.ingress import RayBackend
 from serve_app.api import create_app
 from serve_app.errors import Overloaded
+from serve_app.service import TranscriptionService
 from serve_app.settings import Settings
-from tests.speech import audio
+from testkit.speech import audio
 
 
 @serve.deployment(max_ongoing_requests=1, max_queued_requests=1, ray_actor_options={"num_cpus": 0})
@@ -41,7 +42,7 @@ def probe(service):
 async def test_full_queue_is_503_with_retry_after(probe, catalog):
     backend = RayBackend(probe, {"tiny.en": probe})
     settings = Settings()
-    app = create_app(backend, settings, catalog)
+    app = create_app(TranscriptionService(settings, catalog, backend))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://stt", timeout=60) as client:
         responses = await asyncio.gather(

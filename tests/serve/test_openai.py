@@ -17,7 +17,7 @@ import srt
 import webvtt
 from openai.types.audio import Transcription, TranscriptionVerbose
 
-from tests.speech import DATA, audio, normalize, transcripts, wer
+from testkit.speech import DATA, audio, normalize, transcripts, wer
 
 FOREIGN = json.loads((DATA / "foreign.json").read_text())
 LANGUAGE_NAMES = {"de": "german", "es": "spanish", "fr": "french"}
@@ -185,7 +185,7 @@ def test_rest_api_has_the_same_options(service):
         assert r.status_code == 200 and r.json()["task"] == "translate"
         assert re.search(r"\b(good|morning|today|park)\b", r.json()["text"].lower())
         r = client.post("/api/v1/transcriptions", files={"file": upload("harvard_01.wav")}, data={"temperature": "1.5"})
-        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_parameter"
 
 
 def test_python_handle_takes_the_options(service):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import srt
 import webvtt
 
-from tests.speech import audio, corpus_wer, transcripts, wer
+from testkit.speech import audio, corpus_wer, transcripts, wer
 
 SHORT = [name for name in transcripts() if name.endswith(".wav")]
 
@@ -106,7 +107,8 @@ TRUNCATED = audio("harvard_01.wav")[:40_000]
         (None, {"model": "base", "language": "klingon"}, 400, "unsupported_language"),
         (None, {"task": "translate"}, 400, "unsupported_task"),
         (None, {"response_format": "docx"}, 422, "invalid_request"),
-        (None, {"beam_size": "0"}, 422, "invalid_request"),
+        (None, {"beam_size": "0"}, 422, "invalid_parameter"),
+        (None, {"beam_size": "zero"}, 422, "invalid_request"),
     ],
 )
 def test_bad_input_gets_a_clear_4xx_and_service_keeps_serving(service, data, form, status, code):
@@ -135,6 +137,26 @@ def test_python_handle_transcribes_without_http(service):
     assert wer(transcripts()["harvard_04.wav"], result.text) < 20
     with pytest.raises(UnknownModel):
         service.handle.transcribe.remote(b"x", model="nope").result()
+
+
+def test_python_handle_calls_are_checked_like_http_and_recorded_as_jobs(service):
+    from serve_app.errors import InvalidParameter, unwrap
+
+    with pytest.raises(InvalidParameter) as caught:
+        service.handle.transcribe.remote(audio("harvard_04.wav"), beam_size=50).result()
+    error = unwrap(caught.value)  # Ray wraps it; the original carries the instance's fields
+    assert (error.status_code, error.code, error.param) == (422, "invalid_parameter", "beam_size")
+    with service.client() as client:
+        http = client.post(
+            "/api/v1/transcriptions", files={"file": ("a.wav", audio("harvard_04.wav"))}, data={"beam_size": "50"}
+        )
+        assert http.status_code == 422 and http.json()["error"]["code"] == error.code
+        name = f"handle-{uuid.uuid4().hex[:8]}.wav"
+        result = service.handle.transcribe.remote(audio("harvard_04.wav"), filename=name).result()
+        listed = client.get("/api/v1/transcriptions", params={"limit": 100}).json()["items"]
+        [job] = [j for j in listed if j["filename"] == name]
+        assert job["id"] == result.id and job["status"] == "COMPLETED" and job["sync"]
+        assert job["processing_time"] == result.processing_time
 
 
 def test_concurrent_requests_share_decode_batches(service):

@@ -10,14 +10,15 @@ import pytest
 
 from serve_app.api import create_app
 from serve_app.backend import LocalBackend
+from serve_app.service import TranscriptionService
 from serve_app.settings import Settings
-from tests.speech import audio
+from testkit.speech import audio
 
 
 @pytest.fixture(scope="module")
 def client(catalog):
     settings = Settings(max_upload_mb=1)
-    app = create_app(LocalBackend(settings, catalog), settings, catalog)
+    app = create_app(TranscriptionService(settings, catalog, LocalBackend(settings, catalog)))
     transport = httpx.ASGITransport(app=app)
     return httpx.AsyncClient(transport=transport, base_url="http://stt")
 
@@ -38,7 +39,13 @@ async def test_system_endpoints(client):
         ({"file": ("a.wav", b"RIFF")}, {"language": "fr"}, 400, "unsupported_language"),
         ({"file": ("a.wav", b"RIFF")}, {"sync": "false"}, 422, "jobs_unavailable"),
         ({"file": ("a.wav", b"RIFF")}, {"sync": "maybe"}, 422, "invalid_request"),
-        ({"file": ("a.wav", b"RIFF")}, {"prompt": "x" * 900}, 422, "invalid_request"),
+        ({"file": ("a.wav", b"RIFF")}, {"prompt": "x" * 900}, 422, "invalid_parameter"),
+        ({"file": ("a.wav", b"RIFF")}, {"beam_size": "50"}, 422, "invalid_parameter"),
+        ({"file": ("a.wav", b"RIFF")}, {"beam_size": "five"}, 422, "invalid_request"),
+        ({"file": ("a.wav", b"RIFF")}, {"temperature": "3"}, 422, "invalid_parameter"),
+        ({"file": ("a.wav", b"RIFF")}, {"task": "summarize"}, 422, "invalid_parameter"),
+        ({"file": ("a.wav", b"RIFF")}, {"task": "translate"}, 400, "unsupported_task"),
+        ({"file": ("a.wav", b"RIFF")}, {"language": "e\x00n"}, 400, "unsupported_language"),
         (None, {}, 422, "invalid_request"),
         ({"file": ("big.wav", b"\0" * (2 * 2**20))}, {}, 413, "payload_too_large"),
     ],

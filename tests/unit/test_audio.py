@@ -12,7 +12,7 @@ import pytest
 from serve_app.audio import SAMPLE_RATE, decode, merge_into_chunks, normalize
 from serve_app.errors import InvalidAudio, UnsupportedMediaType
 from serve_app.preprocess import AudioPreprocessor, PrepareOptions
-from tests.speech import audio, transcripts
+from testkit.speech import audio, transcripts
 
 
 def test_decodes_wav_and_flac_to_16k_mono():
@@ -53,7 +53,7 @@ def test_decodes_compressed_stereo_at_other_rates():
 @pytest.mark.parametrize(
     "data, code",
     [
-        (b"", "empty_file"),
+        (b"", "invalid_audio"),  # the upload reader names it empty_file first
         (b"this is a text file, not a recording" * 20, "invalid_audio"),
         (b"\x00" * 4096, "invalid_audio"),
     ],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+import uuid
 
 import httpx
 import pytest
@@ -20,10 +21,12 @@ from serve_app.backend import LocalBackend
 from serve_app.blobs import BlobStore
 from serve_app.jobs import JobService
 from serve_app.jobstore import JobStore
+from serve_app.request import TranscriptionRequest
+from serve_app.service import TranscriptionService
 from serve_app.settings import Settings
 from serve_app.webhooks import WebhookSender, verify
 from serve_app.worker import JobWorker
-from tests.speech import audio, transcripts, wer
+from testkit.speech import audio, transcripts, wer
 from tests.webhook_receiver import WebhookReceiver
 
 SECRET = "test-secret"
@@ -40,19 +43,17 @@ async def service(pg_dsn, blob_settings, catalog, local_backend):
     store = JobStore(pg_dsn)
     await store.migrate()
     blobs = BlobStore.from_settings(settings)
-    jobs = JobService(store, blobs, local_backend, max_attempts=2)
-    app = create_app(local_backend, settings, catalog, jobs=jobs)
+    service = TranscriptionService(settings, catalog, local_backend, JobService(store, blobs, max_attempts=2))
+    app = create_app(service)
     worker = JobWorker(
-        store,
-        blobs,
-        local_backend,
+        service,
         lease_seconds=10,
         poll_seconds=0.5,
         webhooks=WebhookSender(SECRET, max_attempts=3, backoff_seconds=0.1),
     )
     loop_task = asyncio.create_task(worker.run())
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stt", timeout=120)
-    yield client, store, blobs, worker
+    yield client, store, blobs, worker, service
     loop_task.cancel()
     await worker.close()
     await client.aclose()
@@ -78,9 +79,9 @@ async def wait_done(client, job_id, timeout=120):
 
 
 async def test_async_job_completes_and_downloads(service):
-    client, store, blobs, _ = service
+    client, store, blobs, *_ = service
     job_id = await submit(client, "harvard_long.flac")
-    row = await store.get(__import__("uuid").UUID(job_id))
+    row = await store.get(uuid.UUID(job_id))
     assert row.status in ("PENDING", "PROCESSING") and await blobs.exists(row.audio_key)
     body = await wait_done(client, job_id)
     assert body["status"] == "COMPLETED" and body["progress"] == 1
@@ -139,11 +140,21 @@ async def test_job_api_errors(service):
     assert (await client.delete(f"/api/v1/transcriptions/{unknown}")).status_code == 404
     for params in ({"limit": 0}, {"limit": 1000}, {"cursor": "garbage"}, {"status": "DONE"}):
         assert (await client.get("/api/v1/transcriptions", params=params)).status_code == 422, params
+    # A job still running (held by a request that has not finished) is not downloadable yet.
+    held = await service[1].create(
+        user_id="default",
+        filename="running.wav",
+        model="tiny.en",
+        language="en",
+        task="transcribe",
+        options={},
+        sync_owner="sync:still-running",
+    )
+    early = await client.get(f"/api/v1/transcriptions/{held.id}/download")
+    assert early.status_code == 409 and early.json()["error"]["code"] == "job_not_finished"
+    assert "PROCESSING" in early.json()["error"]["message"]
+    await service[1].fail(held.id, "sync:still-running", "test over", retry=False)
     pending_id = await submit(client, "harvard_07.wav")
-    early = await client.get(f"/api/v1/transcriptions/{pending_id}/download")
-    assert early.status_code in (409, 200)  # 409 unless the worker was already done
-    if early.status_code == 409:
-        assert early.json()["error"]["code"] == "job_not_finished"
     await wait_done(client, pending_id)
     fmt = await client.get(f"/api/v1/transcriptions/{pending_id}/download", params={"format": "docx"})
     assert fmt.status_code == 422
@@ -188,5 +199,34 @@ async def test_webhook_is_signed_and_retried(service):
     assert last["json"]["event"] == "job.completed" and last["json"]["id"] == job_id
     assert "birch" not in last["json"]["result"]["text"] and last["json"]["result"]["text"]
     await asyncio.sleep(0.3)
-    attempts = await store.deliveries(__import__("uuid").UUID(job_id))
+    attempts = await store.deliveries(uuid.UUID(job_id))
     assert [(a["attempt"], a["delivered"]) for a in attempts] == [(1, False), (2, False), (3, True)]
+
+
+async def test_streamed_transcription_comes_in_parts_and_is_recorded_once(service):
+    """The in-process flow is the production one: a long upload streams one part per chunk."""
+    *_, transcription = service
+    name = f"long-{uuid.uuid4().hex}.flac"
+    upload = transcription.upload(audio("harvard_long.flac"), name)
+    resolved = transcription.resolve(TranscriptionRequest(model="tiny.en"))
+    parts = [p async for p in transcription.stream(resolved, upload, user_id="default", request_id="stream-test")]
+    assert len(parts) >= 3 and all(p.segments for p in parts)
+    streamed = " ".join(p.text for p in parts)
+    assert wer(transcripts()["harvard_long.flac"], streamed) < 15
+    [job] = [j for j in (await transcription.jobs.store.list("default", limit=100))[0] if j.original_filename == name]
+    assert job.status == "COMPLETED" and job.is_sync
+    stored = await transcription.jobs.result(job)
+    assert stored.text == streamed and [s.id for s in stored.segments] == list(range(len(stored.segments)))
+    assert stored.processing_time == job.processing_seconds > 0  # one number, in the row and the result
+
+
+async def test_a_client_that_leaves_mid_stream_fails_the_job_and_drops_the_rest(service):
+    *_, transcription = service
+    name = f"left-early-{uuid.uuid4().hex}.flac"
+    upload = transcription.upload(audio("harvard_long.flac"), name)
+    resolved = transcription.resolve(TranscriptionRequest())
+    parts = transcription.stream(resolved, upload, user_id="default", request_id="leaves-early")
+    assert (await anext(parts)).segments
+    await parts.aclose()
+    [job] = [j for j in (await transcription.jobs.store.list("default", limit=100))[0] if j.original_filename == name]
+    assert job.status == "FAILED" and "went away" in job.error

@@ -13,8 +13,9 @@ import pytest
 
 from serve_app.api import create_app
 from serve_app.backend import LocalBackend
+from serve_app.service import TranscriptionService
 from serve_app.settings import Settings
-from tests.speech import audio, transcripts, wer
+from testkit.speech import audio, transcripts, wer
 
 
 def sdk_for(app, api_key: str = "sk-anything") -> openai.AsyncOpenAI:
@@ -25,7 +26,7 @@ def sdk_for(app, api_key: str = "sk-anything") -> openai.AsyncOpenAI:
 @pytest.fixture(scope="module")
 def app(catalog):
     settings = Settings(max_upload_mb=1)
-    return create_app(LocalBackend(settings, catalog), settings, catalog)
+    return create_app(TranscriptionService(settings, catalog, LocalBackend(settings, catalog)))
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ async def test_json_through_the_sdk(sdk):
             "timestamp_granularities",
         ),
         ({"model": "whisper-1", "temperature": 3}, openai.BadRequestError, "invalid_parameter", "temperature"),
-        ({"model": "whisper-1", "prompt": "x" * 900}, openai.BadRequestError, "invalid_request", "prompt"),
+        ({"model": "whisper-1", "prompt": "x" * 900}, openai.BadRequestError, "invalid_parameter", "prompt"),
     ],
 )
 async def test_bad_parameters_get_openai_errors(sdk, kwargs, error, code, param):
@@ -113,7 +114,7 @@ async def test_models_list(sdk):
 
 async def test_api_key_is_checked_when_configured(catalog):
     settings = Settings(api_key="sk-right")
-    app = create_app(LocalBackend(settings, catalog), settings, catalog)
+    app = create_app(TranscriptionService(settings, catalog, LocalBackend(settings, catalog)))
     with pytest.raises(openai.AuthenticationError) as caught:
         await sdk_for(app, "sk-wrong").audio.transcriptions.create(
             file=("a.wav", audio("harvard_01.wav")), model="whisper-1"

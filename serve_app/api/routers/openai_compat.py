@@ -15,13 +15,11 @@ from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFil
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from serve_app.api.dependencies import Context, ServiceContext, require_api_key
-from serve_app.api.routers.transcriptions import read_upload, transcribe_now
-from serve_app.catalog import ModelSpec
-from serve_app.engine import DecodeOptions, Transcript
 from serve_app.errors import InvalidParameter, ServiceError
 from serve_app.formats import MEDIA_TYPES, RENDERERS
-from serve_app.preprocess import PrepareOptions
+from serve_app.request import TranscriptionRequest
 from serve_app.schemas import TranscriptionResult
+from serve_app.transcript import Transcript
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
 
@@ -44,8 +42,9 @@ def language_name(code: str) -> str:
     return LANGUAGES.get(code, code)
 
 
-def _model(ctx: ServiceContext, name: str) -> ModelSpec:
-    return ctx.model_spec(ctx.settings.default_model if name.strip() == ALIAS else name.strip())
+def _model(name: str) -> str | None:
+    """``whisper-1`` (what clients send by default) is the default model."""
+    return None if name.strip() == ALIAS else name
 
 
 async def _granularities(request: Request, response_format: str) -> set[str]:
@@ -143,35 +142,30 @@ async def _audio(
     request: Request,
     ctx: ServiceContext,
     file: UploadFile,
-    model: str,
     response_format: str,
-    options_for,
     stream: bool = False,
+    **fields,
 ) -> Response:
+    """Transcribe or translate; ``fields`` are TranscriptionRequest options."""
     _check_format(response_format)
     granularities = await _granularities(request, response_format)
-    spec = _model(ctx, model)
-    request.state.model = spec.name
-    options: DecodeOptions = options_for(spec, granularities)
-    prepare = PrepareOptions()
-    data = await read_upload(file, ctx.settings.max_upload_mb)
-    filename = file.filename or "audio"
+    timestamps = response_format in ("srt", "vtt") or (response_format == "verbose_json" and "segment" in granularities)
+    asked = TranscriptionRequest.parse(
+        timestamps=timestamps,
+        word_timestamps=response_format == "verbose_json" and "word" in granularities,
+        **fields,
+    )
+    service = ctx.service
+    resolved = service.resolve(asked)
+    request.state.model = resolved.model
+    upload = service.upload(file)
+    user, request_id = ctx.settings.default_user, request.state.request_id
     if not stream:
-        result = await transcribe_now(request, ctx, data, filename, spec.name, options, prepare)
+        result = await service.transcribe(resolved, upload, user_id=user, request_id=request_id)
+        request.state.audio_seconds = round(result.duration, 2)
         return _respond(result, response_format, granularities)
 
-    if ctx.jobs is not None:
-        parts = ctx.jobs.stream_sync(
-            user_id=ctx.settings.default_user,
-            filename=filename,
-            audio=data,
-            model=spec.name,
-            options=options,
-            prepare=prepare,
-            request_id=request.state.request_id,
-        )
-    else:
-        parts = ctx.backend.transcribe_stream(data, spec.name, options, prepare)
+    parts = service.stream(resolved, upload, user_id=user, request_id=request_id)
     # Wait for the first part before answering, so bad audio still gets a 4xx status.
     first = await anext(parts)
     request.state.audio_seconds = round(first.duration, 2)
@@ -185,25 +179,22 @@ async def create_transcription(
     file: Annotated[UploadFile, File()],
     model: Annotated[str, Form(description=f"A served model, or '{ALIAS}' for the default one.")],
     language: Annotated[str | None, Form()] = None,
-    prompt: Annotated[str | None, Form(max_length=800)] = None,
+    prompt: Annotated[str | None, Form()] = None,
     response_format: Annotated[str, Form()] = "json",
     temperature: Annotated[float, Form()] = 0.0,
     stream: Annotated[bool, Form()] = False,
 ):
-    def options_for(spec: ModelSpec, granularities: set[str]) -> DecodeOptions:
-        return ctx.decode_options(
-            spec,
-            language=language,
-            task="transcribe",
-            beam_size=None,
-            prompt=prompt,
-            temperature=temperature,
-            timestamps=response_format in ("srt", "vtt")
-            or (response_format == "verbose_json" and "segment" in granularities),
-            word_timestamps=response_format == "verbose_json" and "word" in granularities,
-        )
-
-    return await _audio(request, ctx, file, model, response_format, options_for, stream)
+    return await _audio(
+        request,
+        ctx,
+        file,
+        response_format,
+        stream,
+        model=_model(model),
+        language=language,
+        prompt=prompt,
+        temperature=temperature,
+    )
 
 
 @router.post("/audio/translations")
@@ -212,23 +203,20 @@ async def create_translation(
     ctx: Context,
     file: Annotated[UploadFile, File()],
     model: Annotated[str, Form()],
-    prompt: Annotated[str | None, Form(max_length=800)] = None,
+    prompt: Annotated[str | None, Form()] = None,
     response_format: Annotated[str, Form()] = "json",
     temperature: Annotated[float, Form()] = 0.0,
 ):
-    def options_for(spec: ModelSpec, granularities: set[str]) -> DecodeOptions:
-        return ctx.decode_options(
-            spec,
-            language=None,
-            task="translate",
-            beam_size=None,
-            prompt=prompt,
-            temperature=temperature,
-            timestamps=response_format in ("srt", "vtt", "verbose_json"),
-            word_timestamps=response_format == "verbose_json" and "word" in granularities,
-        )
-
-    return await _audio(request, ctx, file, model, response_format, options_for)
+    return await _audio(
+        request,
+        ctx,
+        file,
+        response_format,
+        task="translate",
+        model=_model(model),
+        prompt=prompt,
+        temperature=temperature,
+    )
 
 
 @router.get("/models")

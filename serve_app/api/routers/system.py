@@ -13,9 +13,9 @@ router = APIRouter(prefix="/api/v1", tags=["service"])
 @router.get("/health")
 async def health(ctx: Context) -> dict:
     body = {"status": "ok", "models": ctx.served, "device": ctx.settings.resolved_device}
-    if ctx.jobs is not None:
+    if ctx.service.jobs is not None:
         # Sync transcription needs the database too (every request is recorded as a job).
-        body["database"] = "ok" if await ctx.jobs.store.ping() else "unavailable"
+        body["database"] = "ok" if await ctx.service.jobs.store.ping() else "unavailable"
     return body
 
 
@@ -26,6 +26,6 @@ async def models(ctx: Context) -> dict[str, list[ModelInfo]]:
 
 @router.get("/languages")
 async def languages(ctx: Context) -> dict:
-    per_model = {name: ctx.catalog.get(name).languages for name in ctx.served}
+    per_model = {name: ctx.service.catalog.get(name).languages for name in ctx.served}
     everything = sorted({code for codes in per_model.values() for code in codes})
     return {"languages": everything, "models": per_model}

@@ -1,0 +1,116 @@
+"""What a caller asks for, validated in one place for every entry point (REST, OpenAI, Python handle).
+
+``TranscriptionRequest`` checks each option on its own (types, ranges, lengths); ``resolve``
+checks it against what the chosen model can do and gives the options the pipeline runs with.
+Every mistake has one error code wherever it is made (README, "Errors").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from serve_app.catalog import ModelSpec
+from serve_app.errors import InvalidParameter, UnsupportedLanguage
+from serve_app.preprocess import PrepareOptions
+from serve_app.transcript import DecodeOptions, Task
+
+MAX_PROMPT_CHARS = 800
+
+
+class TranscriptionRequest(BaseModel):
+    """The options of one transcription, as any entry point receives them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(None, max_length=200, description="A served model; default from settings.")
+    language: str | None = Field(None, max_length=20, description="ISO code; none: detected.")
+    task: Task = "transcribe"
+    beam_size: int | None = Field(None, ge=1, le=10, description="Beam width; default from settings.")
+    prompt: str | None = Field(
+        None, max_length=MAX_PROMPT_CHARS, description="Text that came before, or spellings to prefer."
+    )
+    temperature: float = Field(0.0, ge=0, le=1, description="0: beam search; above 0: sampling.")
+    timestamps: bool = Field(
+        False,
+        description="Sentence-sized segments (cut at word times; about 10% slower on CPU); "
+        "false: one segment per <= 30 s chunk of speech.",
+    )
+    word_timestamps: bool = Field(False, description="Start and end of every word.")
+    normalize: bool = True
+    vad: bool = Field(True, description="Skip silence with voice activity detection.")
+
+    @field_validator("model", "language", "prompt", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            return value or None
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.lower() if value else value
+
+    @classmethod
+    def parse(cls, **fields: Any) -> TranscriptionRequest:
+        """Validate ``fields``; a mistake raises InvalidParameter naming the field."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(p) for p in first.get("loc", ())) or None
+            message = "; ".join(f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err['msg']}" for err in exc.errors())
+            raise InvalidParameter(message, param=param) from None
+
+    def resolve(self, spec: ModelSpec, *, default_beam_size: int) -> Resolved:
+        """The options to run with, once the request is checked against what ``spec`` can do."""
+        language = self.language
+        if language is not None and language not in spec.languages:
+            if spec.multilingual:
+                raise UnsupportedLanguage(
+                    f"Language '{language}' is not a Whisper language code (see /api/v1/languages).",
+                    param="language",
+                )
+            raise UnsupportedLanguage(
+                f"Model '{spec.name}' only transcribes English ('en'); "
+                f"use a multilingual model such as 'base' for '{language}'.",
+                param="language",
+            )
+        if self.task not in spec.tasks:
+            raise InvalidParameter(
+                f"Model '{spec.name}' cannot {self.task}; use a multilingual model such as 'base'.",
+                code="unsupported_task",
+                status_code=400,
+                param="model",
+            )
+        decode = DecodeOptions(
+            task=self.task,
+            language=language if spec.multilingual else "en",  # English-only: nothing to detect
+            beam_size=self.beam_size or default_beam_size,
+            initial_prompt=self.prompt,
+            temperature=self.temperature,
+            timestamps=self.timestamps,
+            word_timestamps=self.word_timestamps,
+        )
+        return Resolved(spec.name, decode, PrepareOptions(normalize=self.normalize, vad=self.vad))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A checked request: the served model and what the Preprocessor and Transcriber run with."""
+
+    model: str
+    decode: DecodeOptions
+    prepare: PrepareOptions
+
+    def job_options(self) -> dict:
+        """The form a job row keeps (``transcription_jobs.options``)."""
+        return {"decode": asdict(self.decode), "prepare": asdict(self.prepare)}
+
+    @classmethod
+    def of_job(cls, model: str, options: dict) -> Resolved:
+        return cls(model, DecodeOptions(**options.get("decode", {})), PrepareOptions(**options.get("prepare", {})))
