@@ -15,10 +15,10 @@ env:
 	@scripts/ensure-env.sh
 
 models: env
-	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/python -m serve_app.cli prepare-models
+	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/python -m deployments.cli prepare-models
 
 run: env
-	@venv=$$(scripts/ensure-env.sh) && exec $$venv/bin/python -m serve_app.cli serve
+	@venv=$$(scripts/ensure-env.sh) && exec $$venv/bin/python -m deployments.cli serve
 
 test: env
 	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/python -m pytest $(PYTEST_ARGS)

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from deployments.cli import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "serve-test-secret"
@@ -35,7 +35,7 @@ def service(tmp_path_factory, s3_server):
     from ray import serve
 
     from deployments.app import APP_NAME, build_app
-    from serve_app.cli import local_cluster_env
+    from deployments.cli import local_cluster_env
     from serve_app.database import start_embedded
 
     postgres = start_embedded(tmp_path_factory.mktemp("serve-pgdata"))

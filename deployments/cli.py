@@ -1,4 +1,7 @@
-"""The ``stt`` command: run the service, prepare models."""
+"""The ``stt`` command: start Ray and serve the app, prepare models.
+
+Next to the Ray wiring because it starts Ray; serve_app stays importable without it.
+"""
 
 from __future__ import annotations
 

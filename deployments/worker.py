@@ -1,0 +1,60 @@
+"""The JobWorker deployment (async jobs from PostgreSQL) and the options it is deployed with."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from deployments.ingress import service_of
+from deployments.profiles import WorkerProfile
+from serve_app.settings import Settings
+
+
+@serve.deployment
+class JobWorker:
+    """Runs async jobs from the PostgreSQL queue through the Preprocessor and Transcribers."""
+
+    async def __init__(self, preprocessor: DeploymentHandle, transcribers: dict[str, DeploymentHandle], settings: dict):
+        from serve_app.webhooks import WebhookSender
+        from serve_app.worker import JobWorker as Worker
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        cfg = Settings(**settings)
+        self.worker = Worker(
+            service_of(cfg, preprocessor, transcribers),
+            webhooks=WebhookSender(
+                cfg.webhook_secret,
+                max_attempts=cfg.webhook_max_attempts,
+                backoff_seconds=cfg.webhook_backoff_seconds,
+                timeout_seconds=cfg.webhook_timeout_seconds,
+            ),
+            lease_seconds=cfg.lease_seconds,
+            concurrency=cfg.worker_concurrency,
+            poll_seconds=cfg.worker_poll_seconds,
+        )
+        self._loop = asyncio.get_running_loop().create_task(self.worker.run())
+
+    def check_health(self) -> None:
+        if self._loop.done():  # the loop never returns; if it did, restart this replica
+            raise RuntimeError(f"job loop stopped: {self._loop.exception()!r}")
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Read by deployments.autoscaling.job_backlog_policy."""
+        return {"queue_depth": float(self.worker.queue_depth), "running_jobs": float(len(self.worker._running))}
+
+    async def __del__(self):
+        await self.worker.close()
+
+
+def worker_deployment(profile: WorkerProfile, settings: Settings, preprocessor, transcribers) -> Application | None:
+    """The JobWorker, or None when the settings ask for no workers."""
+    if not settings.worker_replicas:
+        return None
+    options = profile.serve_options()
+    if "autoscaling_config" not in options:
+        options["num_replicas"] = settings.worker_replicas
+    return JobWorker.options(**options).bind(preprocessor, transcribers, settings.model_dump(mode="json"))
