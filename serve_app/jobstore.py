@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from serve_app import queries
 from serve_app.errors import InvalidParameter, ServiceError
 
 log = logging.getLogger(__name__)
@@ -86,102 +87,6 @@ class Job:
 
 
 # -- SQL ---------------------------------------------------------------------------------------
-_MIGRATIONS_TABLE = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version integer PRIMARY KEY,
-    name text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)"""
-_MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(7301947)"
-_APPLIED = "SELECT version FROM schema_migrations"
-_RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
-
-_INSERT = """
-INSERT INTO transcription_jobs (
-    id, user_id, original_filename, status, model, language, task, options, is_sync,
-    audio_key, audio_bytes, max_attempts, webhook_url, lease_owner, lease_expires_at,
-    started_at, attempts)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14,
-        CASE WHEN $14::text IS NULL THEN NULL ELSE now() + make_interval(secs => $15) END,
-        CASE WHEN $4 = 'PROCESSING' THEN now() END,
-        CASE WHEN $4 = 'PROCESSING' THEN 1 ELSE 0 END)
-RETURNING *"""
-_NOTIFY = "SELECT pg_notify($1, $2)"
-_GET = "SELECT * FROM transcription_jobs WHERE id = $1 AND user_id = $2"
-_GET_ANY = "SELECT * FROM transcription_jobs WHERE id = $1"
-_DELETE = "DELETE FROM transcription_jobs WHERE id = $1 AND user_id = $2 RETURNING *"
-
-# A PROCESSING job whose lease ran out either goes back to the queue or, out of attempts, fails.
-_EXPIRE_LEASES = """
-UPDATE transcription_jobs
-SET status = CASE WHEN attempts >= max_attempts OR is_sync THEN 'FAILED' ELSE 'PENDING' END,
-    error = CASE WHEN attempts >= max_attempts OR is_sync
-                 THEN 'abandoned: the worker stopped renewing its lease ' || attempts || ' time(s)'
-                 ELSE error END,
-    completed_at = CASE WHEN attempts >= max_attempts OR is_sync THEN now() END,
-    lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-WHERE status = 'PROCESSING' AND lease_expires_at < now()
-RETURNING id, status"""
-_CLAIM = """
-UPDATE transcription_jobs AS j
-SET status = 'PROCESSING', lease_owner = $1,
-    lease_expires_at = now() + make_interval(secs => $2),
-    attempts = j.attempts + 1, started_at = COALESCE(j.started_at, now()), updated_at = now()
-WHERE j.id = (
-    SELECT id FROM transcription_jobs
-    WHERE status = 'PENDING'
-    ORDER BY created_at
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED)
-RETURNING j.*"""
-_RENEW = """
-UPDATE transcription_jobs
-SET lease_expires_at = now() + make_interval(secs => $3), progress = COALESCE($4, progress),
-    updated_at = now()
-WHERE id = $1 AND lease_owner = $2 AND status = 'PROCESSING'"""
-_COMPLETE = """
-UPDATE transcription_jobs
-SET status = 'COMPLETED', result_key = $3, duration_seconds = $4, text_preview = $5,
-    language = COALESCE($6, language), processing_seconds = $7, progress = 1, error = NULL,
-    lease_owner = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
-WHERE id = $1 AND lease_owner = $2 AND status = 'PROCESSING'
-RETURNING *"""
-_FAIL = """
-UPDATE transcription_jobs
-SET status = CASE WHEN $4 AND attempts < max_attempts THEN 'PENDING' ELSE 'FAILED' END,
-    error = $3,
-    completed_at = CASE WHEN $4 AND attempts < max_attempts THEN NULL ELSE now() END,
-    lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-WHERE id = $1 AND lease_owner = $2 AND status = 'PROCESSING'
-RETURNING *"""
-_STATS = """
-SELECT
-    count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
-    count(*) FILTER (WHERE status = 'FAILED') AS failed,
-    avg(processing_seconds) FILTER (WHERE status = 'COMPLETED') AS avg_processing_seconds,
-    sum(duration_seconds) FILTER (WHERE status = 'COMPLETED') AS audio_seconds
-FROM transcription_jobs
-WHERE created_at > now() - interval '24 hours'"""
-_ACTIVE = """
-SELECT status, count(*) AS n FROM transcription_jobs
-WHERE status IN ('PENDING', 'PROCESSING')
-GROUP BY status"""
-_RECORD_DELIVERY = """
-INSERT INTO webhook_deliveries (job_id, url, event, attempt, status_code, error, delivered)
-VALUES ($1, $2, $3, $4, $5, $6, $7)"""
-_DELIVERIES = "SELECT * FROM webhook_deliveries WHERE job_id = $1 ORDER BY id"
-
-# List: fixed fragments joined in a fixed order; every value is a parameter.
-_LIST_HEAD = "SELECT * FROM transcription_jobs WHERE user_id = $1"
-_LIST_STATUS = " AND status = ${}"
-_LIST_SEARCH = (
-    " AND to_tsvector('simple', translate(original_filename, '._-/', '    '))"
-    " @@ plainto_tsquery('simple', translate(${}, '._-/', '    '))"
-)
-_LIST_CURSOR = " AND (created_at, id) < (${}::timestamptz, ${}::uuid)"
-_LIST_TAIL = " ORDER BY created_at DESC, id DESC LIMIT ${}"
-
-
 def encode_cursor(job: Job) -> str:
     raw = f"{job.created_at.isoformat()}|{job.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
@@ -269,13 +174,13 @@ class JobStore:
         )
         applied_now = []
         async with conn.transaction():
-            await conn.execute(_MIGRATION_LOCK)  # replicas starting together take turns
-            await conn.execute(_MIGRATIONS_TABLE)
-            done = {r["version"] for r in await conn.fetch(_APPLIED)}
+            await conn.execute(queries.MIGRATION_LOCK)  # replicas starting together take turns
+            await conn.execute(queries.MIGRATIONS_TABLE)
+            done = {r["version"] for r in await conn.fetch(queries.APPLIED)}
             for version, name, sql in files:
                 if version not in done:
                     await conn.execute(sql)
-                    await conn.execute(_RECORD_MIGRATION, version, name)
+                    await conn.execute(queries.RECORD_MIGRATION, version, name)
                     applied_now.append(version)
         return applied_now
 
@@ -302,7 +207,7 @@ class JobStore:
         status = "PROCESSING" if sync_owner else "PENDING"
         async with self.connection() as conn, conn.transaction():
             row = await conn.fetchrow(
-                _INSERT,
+                queries.INSERT,
                 job_id or uuid.uuid4(),
                 user_id,
                 filename,
@@ -320,33 +225,33 @@ class JobStore:
                 float(sync_lease_s),
             )
             if status == "PENDING":
-                await conn.execute(_NOTIFY, NOTIFY_CHANNEL, str(row["id"]))
+                await conn.execute(queries.NOTIFY, NOTIFY_CHANNEL, str(row["id"]))
         return Job.from_row(row)
 
     async def get(self, job_id: uuid.UUID, user_id: str | None = None) -> Job | None:
         async with self.connection() as conn:
             if user_id is None:
-                row = await conn.fetchrow(_GET_ANY, job_id)
+                row = await conn.fetchrow(queries.GET_ANY, job_id)
             else:
-                row = await conn.fetchrow(_GET, job_id, user_id)
+                row = await conn.fetchrow(queries.GET, job_id, user_id)
         return Job.from_row(row) if row else None
 
     def list_query(
         self, user_id: str, *, status: str | None, search: str | None, cursor: str | None, limit: int
     ) -> tuple[str, list[Any]]:
-        sql, args = _LIST_HEAD, [user_id]
+        sql, args = queries.LIST_HEAD, [user_id]
         if status:
             args.append(status)
-            sql += _LIST_STATUS.format(len(args))
+            sql += queries.LIST_STATUS.format(len(args))
         if search:
             args.append(search)
-            sql += _LIST_SEARCH.format(len(args))
+            sql += queries.LIST_SEARCH.format(len(args))
         if cursor:
             stamp, ident = decode_cursor(cursor)
             args += [stamp, ident]
-            sql += _LIST_CURSOR.format(len(args) - 1, len(args))
+            sql += queries.LIST_CURSOR.format(len(args) - 1, len(args))
         args.append(limit + 1)
-        sql += _LIST_TAIL.format(len(args))
+        sql += queries.LIST_TAIL.format(len(args))
         return sql, args
 
     async def list(
@@ -367,16 +272,16 @@ class JobStore:
 
     async def delete(self, job_id: uuid.UUID, user_id: str) -> Job | None:
         async with self.connection() as conn:
-            row = await conn.fetchrow(_DELETE, job_id, user_id)
+            row = await conn.fetchrow(queries.DELETE, job_id, user_id)
         return Job.from_row(row) if row else None
 
     async def stats(self, *, day: bool = True) -> dict:
         """The dashboard; ``day=False`` counts only what is queued and running (cheap)."""
         async with self.connection() as conn:
-            active = {r["status"]: r["n"] for r in await conn.fetch(_ACTIVE)}
+            active = {r["status"]: r["n"] for r in await conn.fetch(queries.ACTIVE)}
             if not day:
                 return {"processing": active.get("PROCESSING", 0), "queue_depth": active.get("PENDING", 0)}
-            day = await conn.fetchrow(_STATS)
+            day = await conn.fetchrow(queries.STATS)
         return {
             "last_24h": {
                 "completed": day["completed"],
@@ -391,16 +296,16 @@ class JobStore:
     # -- worker side ---------------------------------------------------------------------------
     async def expire_leases(self) -> list[tuple[uuid.UUID, str]]:
         async with self.connection() as conn:
-            return [(r["id"], r["status"]) for r in await conn.fetch(_EXPIRE_LEASES)]
+            return [(r["id"], r["status"]) for r in await conn.fetch(queries.EXPIRE_LEASES)]
 
     async def claim(self, owner: str, lease_s: float) -> Job | None:
         async with self.connection() as conn:
-            row = await conn.fetchrow(_CLAIM, owner, float(lease_s))
+            row = await conn.fetchrow(queries.CLAIM, owner, float(lease_s))
         return Job.from_row(row) if row else None
 
     async def renew(self, job_id: uuid.UUID, owner: str, lease_s: float, progress: float | None = None) -> bool:
         async with self.connection() as conn:
-            status = await conn.execute(_RENEW, job_id, owner, float(lease_s), progress)
+            status = await conn.execute(queries.RENEW, job_id, owner, float(lease_s), progress)
         return status.endswith(" 1")
 
     async def complete(
@@ -417,7 +322,7 @@ class JobStore:
         """Mark done, fenced by the lease; None when this owner no longer holds the job."""
         async with self.connection() as conn:
             row = await conn.fetchrow(
-                _COMPLETE,
+                queries.COMPLETE,
                 job_id,
                 owner,
                 result_key,
@@ -430,7 +335,7 @@ class JobStore:
 
     async def fail(self, job_id: uuid.UUID, owner: str, error: str, *, retry: bool) -> Job | None:
         async with self.connection() as conn:
-            row = await conn.fetchrow(_FAIL, job_id, owner, error[:2000], retry)
+            row = await conn.fetchrow(queries.FAIL, job_id, owner, error[:2000], retry)
         return Job.from_row(row) if row else None
 
     async def record_delivery(
@@ -444,11 +349,11 @@ class JobStore:
         delivered: bool,
     ) -> None:
         async with self.connection() as conn:
-            await conn.execute(_RECORD_DELIVERY, job_id, url, event, attempt, status_code, error, delivered)
+            await conn.execute(queries.RECORD_DELIVERY, job_id, url, event, attempt, status_code, error, delivered)
 
     async def deliveries(self, job_id: uuid.UUID) -> list[dict]:
         async with self.connection() as conn:
-            return [dict(r) for r in await conn.fetch(_DELIVERIES, job_id)]
+            return [dict(r) for r in await conn.fetch(queries.DELIVERIES, job_id)]
 
     async def listen(self, on_job) -> asyncpg.Connection:
         """A dedicated connection that calls ``on_job(job_id)`` on every NOTIFY."""

@@ -7,8 +7,8 @@ import io
 import srt
 import webvtt
 
-from serve_app.engine import Segment
 from serve_app.formats import timestamp, to_srt, to_text, to_tsv, to_vtt
+from serve_app.transcript import Segment
 
 SEGMENTS = [
     Segment(0, 0.0, 2.5, " Hello there.", -0.1),
@@ -19,7 +19,12 @@ SEGMENTS = [
 
 def test_timestamp():
     assert timestamp(3661.25) == "01:01:01.250"
-    assert timestamp(1.0005, decimal=",") == "00:00:01,000" or timestamp(1.0005, decimal=",") == "00:00:01,001"
+    # to the nearest millisecond, carrying into seconds and minutes; never negative
+    assert timestamp(1.0004, decimal=",") == "00:00:01,000"
+    assert timestamp(1.0006, decimal=",") == "00:00:01,001"
+    assert timestamp(59.9996) == "00:01:00.000"
+    assert timestamp(-0.2) == "00:00:00.000"
+    assert timestamp(75.5, always_hours=False) == "01:15.500"
 
 
 def test_srt_parses():

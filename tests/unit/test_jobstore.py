@@ -127,10 +127,19 @@ async def test_list_filters_search_and_pages(store):
 
 
 async def test_stats_count_the_last_day(store):
-    stats = await store.stats()
-    assert stats["last_24h"]["completed"] >= 12
-    assert stats["last_24h"]["failed"] >= 2
-    assert stats["queue_depth"] >= 8
+    before = await store.stats()
+    done = [await new(store, user_id="stats", sync_owner="sync:s") for _ in range(3)]
+    for job in done[:2]:
+        await store.complete(
+            job.id, "sync:s", result_key="r", duration=10.0, preview="hi", language="en", processing_seconds=2.0
+        )
+    await store.fail(done[2].id, "sync:s", "broken", retry=False)
+    await new(store, user_id="stats")  # still PENDING
+    after = await store.stats()
+    assert after["last_24h"]["completed"] - before["last_24h"]["completed"] == 2
+    assert after["last_24h"]["failed"] - before["last_24h"]["failed"] == 1
+    assert after["queue_depth"] - before["queue_depth"] == 1
+    assert after["last_24h"]["audio_seconds"] - before["last_24h"]["audio_seconds"] == pytest.approx(20.0)
 
 
 async def test_queries_use_the_seed_indexes(store):
@@ -153,11 +162,11 @@ async def test_queries_use_the_seed_indexes(store):
             ),
         }.items():
             plans[name] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
-        from serve_app import jobstore
+        from serve_app import queries
 
-        plans["stats"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + jobstore._STATS))
-        plans["active"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + jobstore._ACTIVE))
-        plans["claim"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + jobstore._CLAIM, "w", 1.0))
+        plans["stats"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.STATS))
+        plans["active"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.ACTIVE))
+        plans["claim"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.CLAIM, "w", 1.0))
         await conn.execute("DELETE FROM transcription_jobs WHERE user_id LIKE 'bulk%'")
     seed = (
         "idx_jobs_user_status_created",
