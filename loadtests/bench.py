@@ -31,7 +31,7 @@ import httpx  # noqa: E402
 
 from loadtests.corpus import build  # noqa: E402
 from serve_app.audio import decode  # noqa: E402
-from tests.speech import corpus_wer  # noqa: E402
+from testkit.speech import corpus_wer  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 MODEL, BEAM, BATCH, THREADS = "tiny.en", 5, 8, 2
@@ -155,11 +155,11 @@ def start_service(data_dir: str) -> tuple[str, callable]:
     from ray import serve
 
     from deployments.app import APP_NAME, build_app
-    from serve_app.cli import free_port, local_cluster_env
+    from deployments.cli import free_port, local_cluster_env
 
     port = free_port()
     root = str(Path(__file__).resolve().parents[1])
-    local_cluster_env(free_ports=True)  # as `make run` (serve_app/cli.py) starts it
+    local_cluster_env(free_ports=True)  # as `make run` (deployments/cli.py) starts it
     ray.init(
         include_dashboard=False,
         log_to_driver=False,

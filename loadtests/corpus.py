@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.data.make_fixtures import LONG_SENTENCES, SHORT, synthesize, write_flac, write_wav
+from testkit.synthesis import LONG_SENTENCES, SHORT, synthesize, write_flac, write_wav
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".corpus"

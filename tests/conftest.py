@@ -9,7 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from serve_app.cli import free_port  # noqa: E402,F401  (tests and the bench use it)
+from deployments.cli import free_port  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
 
-from tests.speech import audio, corpus_wer, transcripts, wer
+from testkit.speech import audio, corpus_wer, transcripts, wer
 
 SHORT = sorted(n for n in transcripts() if n.endswith(".wav"))
 

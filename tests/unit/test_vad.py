@@ -6,7 +6,7 @@ from serve_app.audio import decode, merge_into_chunks
 from serve_app.preprocess import AudioPreprocessor
 from serve_app.settings import Settings
 from serve_app.vad import PyannoteVad, SileroVad
-from tests.speech import audio
+from testkit.speech import audio
 
 
 def covered(regions):

@@ -1,4 +1,7 @@
-"""Test speech: the fixtures in tests/data and word error rate against their transcripts."""
+"""Test speech: the fixtures in tests/data and word error rate against their transcripts.
+
+Shared by the tests and the load tests (loadtests/bench.py scores the service with corpus_wer).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 
 import jiwer
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 
 
 @lru_cache

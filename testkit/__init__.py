@@ -1,0 +1,1 @@
+"""Helpers that the tests and the load tests share: test speech, its synthesis, WER."""
