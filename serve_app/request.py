@@ -7,6 +7,7 @@ Every mistake has one error code wherever it is made (README, "Errors").
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -54,6 +55,15 @@ class TranscriptionRequest(BaseModel):
     @classmethod
     def _lower(cls, value: str | None) -> str | None:
         return value.lower() if value else value
+
+    @field_validator("prompt")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        # NUL and other control characters are no text to prompt with (and PostgreSQL's jsonb,
+        # where the job row keeps the options, refuses NUL outright).
+        if value and any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in value):
+            raise ValueError("must not contain control characters")
+        return value
 
     @classmethod
     def parse(cls, **fields: Any) -> TranscriptionRequest:

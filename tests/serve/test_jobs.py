@@ -96,7 +96,10 @@ def test_job_survives_its_worker_being_killed(service):
     assert _kill_job_workers() >= 1
     body = wait_all(service, [job_id], timeout=300)[job_id]
     assert body["status"] == "COMPLETED"
-    assert body["attempts"] == 2  # the dead worker's lease expired and a new worker reclaimed it
+    # The dead worker's lease expired and a new worker reclaimed it. On a slow box the backlog
+    # autoscaler may also stop the replica that reclaimed it (downscale after 60 s), which
+    # costs one more attempt: at least one reclaim, and within the job's attempts.
+    assert 2 <= body["attempts"] <= 3
     assert wer(transcripts()["harvard_long.flac"], body["result"]["text"]) < 15
 
 

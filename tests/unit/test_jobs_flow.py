@@ -162,6 +162,31 @@ async def test_job_api_errors(service):
         "/api/v1/transcriptions", files={"file": ("a.wav", b"x")}, data={"sync": "false", "webhook_url": "ftp://x"}
     )
     assert hook.status_code == 422
+    for hostile in ("http://x/\x00", "http://x/" + "a" * 3000):
+        refused = await client.post(
+            "/api/v1/transcriptions", files={"file": ("a.wav", b"x")}, data={"sync": "false", "webhook_url": hostile}
+        )
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_webhook_url"
+
+
+async def test_nul_bytes_in_fields_are_refused_or_cleaned_never_a_5xx(service):
+    client, *_ = service
+    nul = await client.post(
+        "/api/v1/transcriptions", files={"file": ("a.wav", audio("harvard_08.wav"))}, data={"prompt": "x\x00y"}
+    )
+    assert nul.status_code == 422 and nul.json()["error"] == {
+        "code": "invalid_parameter",
+        "message": "prompt: Value error, must not contain control characters",
+    }
+    # httpx would percent-encode the NUL: send the multipart body as a hostile client writes it.
+    head = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a\x00b\x1b.wav"\r\n\r\n'
+    named = await client.post(
+        "/api/v1/transcriptions",
+        content=head + audio("harvard_08.wav") + b"\r\n--x--\r\n",
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
+    assert named.status_code == 200, named.text
+    assert (await client.get(f"/api/v1/transcriptions/{named.json()['id']}")).json()["filename"] == "ab.wav"
 
 
 async def test_listing_and_stats(service):

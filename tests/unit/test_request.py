@@ -20,6 +20,7 @@ from serve_app.uploads import AudioUpload, clean_filename
         ({"language": "x" * 40}, "language"),
         ({"beam_sise": 5}, "beam_sise"),
         ({"word_timestamps": "perhaps"}, "word_timestamps"),
+        ({"prompt": "names: Ann\x00Bob"}, "prompt"),
     ],
 )
 def test_each_mistake_is_one_invalid_parameter_naming_the_field(fields, param):
@@ -31,6 +32,7 @@ def test_each_mistake_is_one_invalid_parameter_naming_the_field(fields, param):
 def test_blank_fields_are_unset_and_languages_lower_case():
     asked = TranscriptionRequest.parse(model="  ", language=" DE ", prompt="")
     assert (asked.model, asked.language, asked.prompt) == (None, "de", None)
+    assert TranscriptionRequest.parse(prompt="Zoë, 東京\nand Łódź").prompt == "Zoë, 東京\nand Łódź"
 
 
 def test_resolve_checks_against_the_model(catalog):

@@ -35,8 +35,10 @@ def render(result: TranscriptionResult, fmt: str) -> Response:
 
 
 def _check_webhook(url: str | None) -> str | None:
-    if url and not url.startswith(("http://", "https://")):
-        raise InvalidParameter("webhook_url must be an http:// or https:// URL.", code="invalid_webhook_url")
+    if url and (not url.startswith(("http://", "https://")) or len(url) > 2000 or not url.isprintable()):
+        raise InvalidParameter(
+            "webhook_url must be an http:// or https:// URL of printable characters.", code="invalid_webhook_url"
+        )
     return url or None
 
 
