@@ -17,7 +17,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
@@ -96,7 +96,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, ident = raw.split("|")
-        return datetime.fromisoformat(stamp), uuid.UUID(ident)
+        # In UTC here, so that a stamp PostgreSQL cannot hold (year 10000 once in UTC) is refused
+        # now rather than failing the query.
+        return datetime.fromisoformat(stamp).astimezone(timezone.utc), uuid.UUID(ident)
     except Exception:
         raise InvalidParameter(
             "The cursor is not one this API returned; pass next_cursor from the previous page.",

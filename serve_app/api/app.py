@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 
@@ -20,6 +21,7 @@ from serve_app.service import TranscriptionService
 from serve_app.settings import Settings
 
 log = logging.getLogger("speechtotext.access")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def error_response(
@@ -81,7 +83,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         if isinstance(cause, ServiceError):
             return await service_error(request, cause)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", f"Internal error ({type(cause).__name__}).", request=request)
+        # Nothing about internals leaves the service; the log line carries them and this id.
+        request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
+        message = f"Internal error; it is logged under request id {request_id}."
+        return error_response(500, "internal_error", message, {"x-request-id": request_id}, request=request)
+
+
+def _request_id(given: str | None) -> str:
+    """The client's X-Request-ID when it is a sane token (it is echoed and logged), else a new one."""
+    if given and REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
 
 
 def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
@@ -89,7 +101,7 @@ def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
 
     @app.middleware("http")
     async def per_request(request: Request, call_next):
-        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = _request_id(request.headers.get("x-request-id"))
         started = time.perf_counter()
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:

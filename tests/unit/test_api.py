@@ -62,3 +62,31 @@ async def test_wrong_extension_is_judged_by_content(client):
     response = await client.post("/api/v1/transcriptions", files={"file": ("speech.txt", audio("harvard_06.wav"))})
     assert response.status_code == 200, response.text
     assert "salmon" in response.json()["text"].lower()
+
+
+async def test_an_internal_error_says_nothing_about_internals(catalog):
+    class Broken:
+        async def transcribe(self, *args):
+            raise RuntimeError("secret detail of /srv/internal")
+
+    settings = Settings()
+    app = create_app(TranscriptionService(settings, catalog, Broken()))
+    # Starlette sends the 500 and then re-raises for the server's log: let the transport log it too.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://stt") as client:
+        response = await client.post("/api/v1/transcriptions", files={"file": ("a.wav", audio("harvard_01.wav"))})
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["code"] == "internal_error" and response.headers["x-request-id"] in error["message"]
+    assert "RuntimeError" not in error["message"] and "secret" not in error["message"]
+
+
+def test_content_disposition_holds_any_file_name():
+    from serve_app.api.routers.transcriptions import attachment
+
+    header = attachment('a "quoted" \\ name; 会议.txt')
+    assert header == (
+        'attachment; filename="a _quoted_ _ name; __.txt"; '
+        "filename*=UTF-8''a%20%22quoted%22%20%5C%20name%3B%20%E4%BC%9A%E8%AE%AE.txt"
+    )
+    header.encode("latin-1")  # what an HTTP header must be

@@ -7,8 +7,10 @@ Models and speech are real (LocalBackend runs the library code the deployments r
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import time
+import urllib.parse
 import uuid
 
 import httpx
@@ -255,3 +257,29 @@ async def test_a_client_that_leaves_mid_stream_fails_the_job_and_drops_the_rest(
     await parts.aclose()
     [job] = [j for j in (await transcription.jobs.store.list("default", limit=100))[0] if j.original_filename == name]
     assert job.status == "FAILED" and "went away" in job.error
+
+
+async def test_hostile_list_and_download_inputs_get_4xx_and_any_file_name_downloads(service):
+    client, *_ = service
+    cursor = base64.urlsafe_b64encode(f"9999-12-31T23:59:59-14:00|{uuid.uuid4()}".encode()).decode()
+    far = await client.get("/api/v1/transcriptions", params={"cursor": cursor})
+    assert far.status_code == 422 and far.json()["error"]["code"] == "invalid_cursor"
+    nul = await client.get("/api/v1/transcriptions", params={"q": "meet\x00ing"})
+    assert nul.status_code == 422 and nul.json()["error"]["code"] == "invalid_parameter"
+
+    name = "日本語_🎤_speech.wav"
+    done = await client.post("/api/v1/transcriptions", files={"file": (name, audio("harvard_08.wav"))})
+    assert done.status_code == 200, done.text
+    download = await client.get(f"/api/v1/transcriptions/{done.json()['id']}/download")
+    assert download.status_code == 200
+    disposition = download.headers["content-disposition"]
+    assert disposition.startswith('attachment; filename="') and disposition.isascii()
+    assert urllib.parse.unquote(disposition.split("filename*=UTF-8''")[1]) == "日本語_🎤_speech.txt"
+
+
+async def test_request_ids_are_echoed_only_when_sane(service):
+    client, *_ = service
+    sane = await client.get("/api/v1/health", headers={"x-request-id": "client-42.a:b"})
+    assert sane.headers["x-request-id"] == "client-42.a:b"
+    huge = await client.get("/api/v1/health", headers={"x-request-id": "x" * 10_000})
+    assert huge.status_code == 200 and len(huge.headers["x-request-id"]) == 32

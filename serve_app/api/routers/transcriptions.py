@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -32,6 +33,13 @@ def render(result: TranscriptionResult, fmt: str) -> Response:
     if fmt == "json":
         return JSONResponse(result.model_dump(mode="json"))
     return PlainTextResponse(RENDERERS[fmt](result.segments), media_type=MEDIA_TYPES[fmt])
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition for any file name (RFC 6266): an ASCII fallback, and the real name
+    percent-encoded as UTF-8 in ``filename*``."""
+    fallback = "".join(ch if ch.isascii() and ch.isprintable() and ch not in '"\\' else "_" for ch in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _check_webhook(url: str | None) -> str | None:
@@ -119,6 +127,8 @@ async def list_transcriptions(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobPage:
+    if q is not None and not q.isprintable():
+        raise InvalidParameter("q must be printable text (no control characters).", param="q")
     jobs, next_cursor = await ctx.jobs.store.list(
         ctx.settings.default_user, status=status, search=q, cursor=cursor, limit=limit
     )
@@ -151,7 +161,7 @@ async def download_transcription(
     response = render(result, format)
     ext = {"text": "txt"}.get(format, format)
     stem = job.original_filename.rsplit(".", 1)[0] or "transcript"
-    response.headers["Content-Disposition"] = f'attachment; filename="{stem}.{ext}"'
+    response.headers["Content-Disposition"] = attachment(f"{stem}.{ext}")
     return response
 
 
