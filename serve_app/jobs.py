@@ -21,6 +21,16 @@ def result_key(job_id: uuid.UUID) -> str:
     return f"results/{job_id}.json"
 
 
+def _columns(resolved: Resolved) -> dict:
+    """What a job row records of a checked request."""
+    return {
+        "model": resolved.model,
+        "language": resolved.decode.language,
+        "task": resolved.decode.task,
+        "options": resolved.job_options(),
+    }
+
+
 class JobService:
     """A JobStore (rows) and a BlobStore (audio, results) kept consistent with each other."""
 
@@ -47,10 +57,7 @@ class JobService:
                 job_id=job_id,
                 user_id=user_id,
                 filename=filename,
-                model=resolved.model,
-                language=resolved.decode.language,
-                task=resolved.decode.task,
-                options=resolved.job_options(),
+                **_columns(resolved),
                 audio_key=key,
                 audio_bytes=size,
                 webhook_url=webhook_url,
@@ -67,10 +74,7 @@ class JobService:
         return await self.store.create(
             user_id=user_id,
             filename=filename,
-            model=resolved.model,
-            language=resolved.decode.language,
-            task=resolved.decode.task,
-            options=resolved.job_options(),
+            **_columns(resolved),
             audio_bytes=audio_bytes,
             sync_owner=owner,
         )
