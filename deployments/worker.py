@@ -31,6 +31,7 @@ class JobWorker:
                 max_attempts=cfg.webhook_max_attempts,
                 backoff_seconds=cfg.webhook_backoff_seconds,
                 timeout_seconds=cfg.webhook_timeout_seconds,
+                allow=cfg.webhook_allow_hosts,
             ),
             lease_seconds=cfg.lease_seconds,
             concurrency=cfg.worker_concurrency,

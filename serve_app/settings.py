@@ -96,8 +96,14 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(5, ge=1)
     webhook_backoff_seconds: float = Field(1.0, ge=0, description="First retry delay; doubles.")
     webhook_timeout_seconds: float = Field(10.0, gt=0)
+    webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Internal webhook receivers to allow, comma separated: host names, addresses or "
+        "CIDRs. Any other URL that resolves to a loopback, private, link-local, multicast or "
+        "reserved address is refused.",
+    )
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "webhook_allow_hosts", mode="before")
     @classmethod
     def _split_models(cls, value: object) -> object:
         if isinstance(value, str):

@@ -11,14 +11,70 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
-from dataclasses import dataclass
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
 
+from serve_app.errors import InvalidParameter
+
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-STT-Signature"
+RESOLVE_TIMEOUT_S = 5.0
+MAX_URL_CHARS = 2000
+
+
+class WebhookRefused(InvalidParameter):
+    """A webhook URL the service will not call: malformed, unresolvable, or inside the network."""
+
+    code = "invalid_webhook_url"
+
+
+async def check_webhook_url(url: str, allow: Sequence[str] = ()) -> None:
+    """Refuse URLs that would turn the service on its own network (SSRF): every address the
+    host resolves to must be public, unless the host or a network it is in is in ``allow``
+    (STT_WEBHOOK_ALLOW_HOSTS: host names, addresses or CIDRs of internal receivers)."""
+    if len(url) > MAX_URL_CHARS or not url.isprintable():
+        raise WebhookRefused(f"webhook_url must be printable and at most {MAX_URL_CHARS} characters.")
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise WebhookRefused(f"webhook_url is not a URL: {exc}.") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise WebhookRefused("webhook_url must be an http:// or https:// URL with a host.")
+    if host in allow:
+        return
+    try:
+        found = await asyncio.wait_for(
+            asyncio.to_thread(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S
+        )
+    except (OSError, asyncio.TimeoutError):
+        raise WebhookRefused(f"webhook_url's host '{host}' cannot be resolved.") from None
+    networks = [ipaddress.ip_network(a, strict=False) for a in allow if _is_network(a)]
+    for *_, sockaddr in found:
+        address = ipaddress.ip_address(sockaddr[0].split("%")[0])
+        address = getattr(address, "ipv4_mapped", None) or address  # ::ffff:127.0.0.1 is loopback
+        if any(address in net for net in networks):
+            continue
+        if not address.is_global or address.is_multicast:
+            raise WebhookRefused(
+                f"webhook_url's host '{host}' is {address}: loopback, private, link-local, multicast and "
+                "reserved addresses are refused (STT_WEBHOOK_ALLOW_HOSTS admits internal receivers)."
+            )
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -35,6 +91,7 @@ class WebhookSender:
     max_attempts: int = 5
     backoff_seconds: float = 1.0
     timeout_seconds: float = 10.0
+    allow: Sequence[str] = field(default_factory=tuple)  # see check_webhook_url
 
     async def deliver(self, store, job_id, url: str, event: str, payload: dict) -> bool:
         """POST until a 2xx or attempts run out; every attempt is recorded in the store."""
@@ -48,6 +105,12 @@ class WebhookSender:
             for attempt in range(1, self.max_attempts + 1):
                 status, error = None, None
                 try:
+                    # Again at delivery: what the name resolves to may have changed since.
+                    await check_webhook_url(url, self.allow)
+                except WebhookRefused as exc:
+                    await self._record(store, job_id, url, event, attempt, None, f"refused: {exc.message}", False)
+                    return False
+                try:
                     response = await client.post(
                         url, content=body, headers={**headers, "X-STT-Delivery": f"{job_id}:{attempt}"}
                     )
@@ -57,13 +120,17 @@ class WebhookSender:
                 except httpx.HTTPError as exc:
                     error = f"{type(exc).__name__}: {exc}"
                 delivered = error is None
-                try:
-                    await store.record_delivery(job_id, url, event, attempt, status, error, delivered)
-                except Exception:  # a lost record must not stop the delivery itself
-                    log.warning("could not record webhook attempt %s of job %s", attempt, job_id)
+                await self._record(store, job_id, url, event, attempt, status, error, delivered)
                 if delivered:
                     return True
                 if attempt < self.max_attempts:
                     await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
         log.warning("webhook for job %s to %s failed after %s attempts", job_id, url, self.max_attempts)
         return False
+
+    @staticmethod
+    async def _record(store, job_id, url, event, attempt, status, error, delivered) -> None:
+        try:
+            await store.record_delivery(job_id, url, event, attempt, status, error, delivered)
+        except Exception:  # a lost record must not stop the delivery itself
+            log.warning("could not record webhook attempt %s of job %s", attempt, job_id)

@@ -32,6 +32,7 @@ from testkit.speech import audio, transcripts, wer
 from tests.webhook_receiver import WebhookReceiver
 
 SECRET = "test-secret"
+LOOPBACK = "127.0.0.1"
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,8 @@ def local_backend(catalog):
 
 @pytest.fixture
 async def service(pg_dsn, blob_settings, catalog, local_backend):
-    settings = Settings(database_url=pg_dsn, webhook_secret=SECRET, **blob_settings)
+    # The tests' webhook receivers listen on loopback: allowed here, as an internal receiver.
+    settings = Settings(database_url=pg_dsn, webhook_secret=SECRET, webhook_allow_hosts=[LOOPBACK], **blob_settings)
     store = JobStore(pg_dsn)
     await store.migrate()
     blobs = BlobStore.from_settings(settings)
@@ -51,7 +53,7 @@ async def service(pg_dsn, blob_settings, catalog, local_backend):
         service,
         lease_seconds=10,
         poll_seconds=0.5,
-        webhooks=WebhookSender(SECRET, max_attempts=3, backoff_seconds=0.1),
+        webhooks=WebhookSender(SECRET, max_attempts=3, backoff_seconds=0.1, allow=[LOOPBACK]),
     )
     loop_task = asyncio.create_task(worker.run())
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stt", timeout=120)
@@ -283,3 +285,33 @@ async def test_request_ids_are_echoed_only_when_sane(service):
     assert sane.headers["x-request-id"] == "client-42.a:b"
     huge = await client.get("/api/v1/health", headers={"x-request-id": "x" * 10_000})
     assert huge.status_code == 200 and len(huge.headers["x-request-id"]) == 32
+
+
+async def test_webhooks_into_the_network_are_refused_at_submission_and_at_delivery(service):
+    client, store, *_ = service
+    # (127.0.0.1 itself is allowed in this fixture, for the receivers; other loopback is not)
+    for url in (
+        "http://127.0.0.2:5432/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:8265/api/jobs/",
+    ):
+        response = await client.post(
+            "/api/v1/transcriptions",
+            files={"file": ("a.wav", audio("harvard_08.wav"))},
+            data={"sync": "false", "webhook_url": url},
+        )
+        assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_webhook_url", url
+    # A sender without the allow-list refuses the loopback receiver at delivery and sends nothing.
+    receiver = WebhookReceiver(statuses=[])
+    try:
+        job = await store.create(
+            user_id="default", filename="hook.wav", model="tiny.en", language="en", task="transcribe", options={}
+        )
+        sent = await WebhookSender(SECRET, max_attempts=3, backoff_seconds=0).deliver(
+            store, job.id, receiver.url, "job.completed", {"id": str(job.id)}
+        )
+    finally:
+        receiver.close()
+    assert sent is False and receiver.deliveries == []
+    [attempt] = await store.deliveries(job.id)
+    assert not attempt["delivered"] and attempt["error"].startswith("refused: webhook_url's host '127.0.0.1'")

@@ -15,6 +15,7 @@ from serve_app.formats import MEDIA_TYPES, RENDERERS
 from serve_app.jobstore import STATUSES
 from serve_app.request import TranscriptionRequest
 from serve_app.schemas import ErrorResponse, JobAccepted, JobPage, JobView, TranscriptionResult
+from serve_app.webhooks import check_webhook_url
 
 router = APIRouter(prefix="/api/v1", tags=["transcriptions"], dependencies=[Depends(require_api_key)])
 
@@ -40,14 +41,6 @@ def attachment(filename: str) -> str:
     percent-encoded as UTF-8 in ``filename*``."""
     fallback = "".join(ch if ch.isascii() and ch.isprintable() and ch not in '"\\' else "_" for ch in filename)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
-def _check_webhook(url: str | None) -> str | None:
-    if url and (not url.startswith(("http://", "https://")) or len(url) > 2000 or not url.isprintable()):
-        raise InvalidParameter(
-            "webhook_url must be an http:// or https:// URL of printable characters.", code="invalid_webhook_url"
-        )
-    return url or None
 
 
 @router.post(
@@ -89,12 +82,13 @@ async def create_transcription(
     service = ctx.service
     resolved = service.resolve(asked)
     request.state.model = resolved.model
-    webhook_url = _check_webhook(webhook_url)
+    if webhook_url:
+        await check_webhook_url(webhook_url, ctx.settings.webhook_allow_hosts)
     upload = service.upload(file)
     user = ctx.settings.default_user
 
     if not sync:
-        job = await service.submit(resolved, upload, user_id=user, webhook_url=webhook_url)
+        job = await service.submit(resolved, upload, user_id=user, webhook_url=webhook_url or None)
         body = JobAccepted(
             id=str(job.id),
             status=job.status,
