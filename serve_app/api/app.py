@@ -96,8 +96,40 @@ def _request_id(given: str | None) -> str:
     return uuid.uuid4().hex
 
 
+class BodyLimit:
+    """Counts a request body as it arrives and stops it at ``limit`` bytes: an upload without a
+    Content-Length (chunked) is cut off there instead of being read whole first.
+
+    FastAPI's own ``max_body_size`` answers in Starlette's plain text; the HTTPException raised
+    here reaches this app's handlers and gets the one error shape.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise StarletteHTTPException(
+                        413, f"The upload is larger than the limit of {self.limit / 2**20:g} MiB."
+                    )
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
     limit = settings.max_upload_mb * 1024 * 1024
+    app.add_middleware(BodyLimit, limit=limit)
 
     @app.middleware("http")
     async def per_request(request: Request, call_next):

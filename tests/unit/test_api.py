@@ -90,3 +90,20 @@ def test_content_disposition_holds_any_file_name():
         "filename*=UTF-8''a%20%22quoted%22%20%5C%20name%3B%20%E4%BC%9A%E8%AE%AE.txt"
     )
     header.encode("latin-1")  # what an HTTP header must be
+
+
+async def test_a_chunked_upload_over_the_limit_is_cut_off_while_it_arrives(client):
+    sent = []
+
+    async def body():  # no Content-Length: httpx sends it chunked
+        yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
+        for _ in range(16):
+            sent.append(1)
+            yield b"\0" * (256 * 1024)
+        yield b"\r\n--x--\r\n"
+
+    response = await client.post(
+        "/api/v1/transcriptions", content=body(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+    assert len(sent) < 16  # the limit is 1 MiB; 4 MiB were on offer
