@@ -13,6 +13,7 @@ from ray.serve import Application
 from deployments.profiles import TranscriberProfile
 from serve_app.audio import PreparedAudio
 from serve_app.settings import Settings
+from serve_app.transcriber import BatchLimits
 from serve_app.transcript import DecodeOptions, Transcript
 
 log = logging.getLogger("speechtotext")
@@ -56,8 +57,6 @@ class Transcriber:
 
     def reconfigure(self, config: dict) -> None:
         """Batch limits from user_config: change them with `serve deploy`, no restart."""
-        from serve_app.transcriber import BatchLimits
-
         self.transcriber.set_limits(BatchLimits(**{**self.transcriber.limits.model_dump(), **config}))
 
     async def transcribe(self, audio: PreparedAudio, options: DecodeOptions) -> Transcript:

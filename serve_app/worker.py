@@ -15,7 +15,7 @@ import uuid
 from serve_app.errors import ServiceError
 from serve_app.jobstore import DatabaseUnavailable, Job
 from serve_app.schemas import TranscriptionResult
-from serve_app.service import TranscriptionService
+from serve_app.service import TranscriptionService, failure_reason
 from serve_app.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -110,13 +110,13 @@ class JobWorker:
                 return
             raise
         except ServiceError as exc:  # the audio or request is bad: retrying will not help
-            await self._finish_failed(job, exc.message, retry=False)
+            await self._finish_failed(job, failure_reason(exc), retry=False)
             return
         except DatabaseUnavailable:
             return  # the lease will expire and the job will be retried
         except Exception as exc:
             log.exception("job %s failed on attempt %s", job.id, job.attempts)
-            await self._finish_failed(job, f"{type(exc).__name__}: {exc}", retry=True)
+            await self._finish_failed(job, failure_reason(exc), retry=True)
             return
         finally:
             keeper.cancel()
