@@ -47,6 +47,9 @@ def service(tmp_path_factory, s3_server):
         "s3_access_key": "testing",
         "s3_secret_key": "testing",
         "lease_seconds": 6,
+        # Room for the disruptions test_jobs causes on purpose: a killed worker, and on a slow box
+        # the backlog autoscaler stopping the replica that reclaimed the job (an attempt each).
+        "job_max_attempts": 5,
         "worker_poll_seconds": 1,
         "worker_concurrency": 8,
         "webhook_secret": WEBHOOK_SECRET,
