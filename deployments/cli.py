@@ -89,6 +89,77 @@ def _serve(args: argparse.Namespace) -> None:
     ray.shutdown()
 
 
+def _expiry(text: str):
+    """``--expires``: an ISO date or time (UTC unless it says), or a span from now: 90d, 12h, 30m."""
+    from datetime import datetime, timedelta, timezone
+
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return datetime.now(timezone.utc) + timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date, time or span (90d, 12h, 30m): {text!r}") from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
+
+def _admin(args: argparse.Namespace) -> None:
+    """``stt keys ...`` and ``stt tenants ...`` on the configured database (embedded if none)."""
+    import asyncio
+    import json
+
+    from serve_app.auth import KeyStore
+    from serve_app.database import database_url
+    from serve_app.errors import ServiceError
+    from serve_app.jobstore import JobStore
+    from serve_app.limits import Limits
+    from serve_app.settings import Settings
+
+    async def run() -> int:
+        store = JobStore(database_url(Settings()), min_size=0, max_size=1)
+        keys = KeyStore(store)
+        try:
+            if args.command == "keys" and args.action == "create":
+                key, full = await keys.create(args.tenant, role=args.role, name=args.name, expires_at=args.expires)
+                print(json.dumps({**key.public(), "key": full}, indent=2) if args.json else full)
+                if not args.json:
+                    print(f"(key {key.id} of tenant {key.tenant}, role {key.role}: shown only now)", file=sys.stderr)
+            elif args.command == "keys" and args.action == "list":
+                found = [k.public() for k in await keys.list(args.tenant)]
+                if args.json:
+                    print(json.dumps(found, indent=2))
+                for k in [] if args.json else found:
+                    state = "revoked" if k["revoked_at"] else "active"
+                    print(
+                        f"{k['id']}  {k['tenant']:<20} {k['role']:<6} {state:<8} expires={k['expires_at']} "
+                        f"last_used={k['last_used_at']} {k['name']}"
+                    )
+            elif args.command == "keys" and args.action == "revoke":
+                key = await keys.revoke(args.id)
+                if key is None:
+                    print(f"no key {args.id!r}", file=sys.stderr)
+                    return 1
+                print(f"revoked {key.id} (tenant {key.tenant}); every replica refuses it within seconds")
+            else:  # tenants limits
+                if any(
+                    v is not None for v in (args.requests_per_minute, args.max_concurrent, args.audio_hours_per_day)
+                ):
+                    limits = await keys.set_limits(
+                        args.tenant, Limits(args.requests_per_minute, args.max_concurrent, args.audio_hours_per_day)
+                    )
+                else:
+                    limits = await keys.limits(args.tenant)
+                print(json.dumps({"tenant": args.tenant, **limits.__dict__}))
+            return 0
+        except ServiceError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
+        finally:
+            await store.close()
+
+    sys.exit(asyncio.run(run()))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="stt", description="speechtotext service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,12 +167,35 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("-v", "--verbose", action="store_true", help="show replica logs")
     prep = sub.add_parser("prepare-models", help="assemble the catalog's local model files")
     prep.add_argument("models", nargs="*")
+
+    keys = sub.add_parser("keys", help="API keys in the configured database").add_subparsers(
+        dest="action", required=True
+    )
+    create = keys.add_parser("create", help="make a key; prints it (only this once)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--role", choices=("user", "admin"), default="user")
+    create.add_argument("--name", default="", help="what the key is for")
+    create.add_argument("--expires", type=_expiry, help="ISO date/time, or a span: 90d, 12h, 30m")
+    create.add_argument("--json", action="store_true")
+    listing = keys.add_parser("list", help="keys (never their secrets)")
+    listing.add_argument("--tenant")
+    listing.add_argument("--json", action="store_true")
+    keys.add_parser("revoke", help="revoke a key by its id").add_argument("id")
+
+    tenants = sub.add_parser("tenants", help="tenant limits").add_subparsers(dest="action", required=True)
+    limits = tenants.add_parser("limits", help="show a tenant's limits, or set them (0: none; unset: default)")
+    limits.add_argument("tenant")
+    limits.add_argument("--requests-per-minute", type=int)
+    limits.add_argument("--max-concurrent", type=int)
+    limits.add_argument("--audio-hours-per-day", type=float)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "serve":
         _serve(args)
     elif args.command == "prepare-models":
         _prepare_models(args.models or None)
+    elif args.command in ("keys", "tenants"):
+        _admin(args)
     else:  # pragma: no cover
         parser.error(args.command)
     sys.exit(0)

@@ -121,18 +121,23 @@ class Ingress:
     def __serve_build_asgi_app__(self):
         return self.api
 
-    async def transcribe(self, audio: bytes, filename: str = "audio", **options) -> TranscriptionResult:
+    async def transcribe(
+        self, audio: bytes, filename: str = "audio", tenant: str | None = None, **options
+    ) -> TranscriptionResult:
         """Python callers: ``serve.get_app_handle("speechtotext").transcribe.remote(bytes, model=...)``.
 
-        ``options`` are those of ``serve_app.request.TranscriptionRequest``; the call is a job row.
+        ``options`` are those of ``serve_app.request.TranscriptionRequest``; the call is a job row
+        of ``tenant`` (default STT_DEFAULT_USER). Code holding a handle is inside the cluster and
+        trusted: it names its tenant, and no key or rate limit applies.
         """
+        from serve_app.auth import Principal, check_tenant
         from serve_app.request import TranscriptionRequest
 
         service = self.service
         resolved = service.resolve(TranscriptionRequest.parse(**options))
+        caller = Principal(check_tenant(tenant or service.settings.default_user))
         upload = service.upload(audio, filename)
-        user = service.settings.default_user
-        return await service.transcribe(resolved, upload, user_id=user, request_id=f"handle-{uuid.uuid4().hex}")
+        return await service.transcribe(resolved, upload, caller=caller, request_id=f"handle-{uuid.uuid4().hex}")
 
     async def batch_stats(self) -> dict[str, dict]:
         transcribers = self.service.backend.transcribers

@@ -26,13 +26,7 @@ class JobWorker:
         cfg = Settings(**settings)
         self.worker = Worker(
             service_of(cfg, preprocessor, transcribers),
-            webhooks=WebhookSender(
-                cfg.webhook_secret,
-                max_attempts=cfg.webhook_max_attempts,
-                backoff_seconds=cfg.webhook_backoff_seconds,
-                timeout_seconds=cfg.webhook_timeout_seconds,
-                allow=cfg.webhook_allow_hosts,
-            ),
+            webhooks=WebhookSender.from_settings(cfg),
             lease_seconds=cfg.lease_seconds,
             concurrency=cfg.worker_concurrency,
             poll_seconds=cfg.worker_poll_seconds,

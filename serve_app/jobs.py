@@ -12,13 +12,14 @@ from serve_app.request import Resolved
 from serve_app.schemas import TranscriptionResult
 
 
-def audio_key(job_id: uuid.UUID, filename: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", filename or "audio")[-100:] or "audio"
-    return f"audio/{job_id}/{safe}"
+def audio_key(tenant: str, job_id: uuid.UUID, filename: str) -> str:
+    """Blob keys carry the tenant (a checked name): a storage listing never mixes tenants."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", filename or "audio")[-100:].lstrip(".") or "audio"
+    return f"audio/{tenant}/{job_id}/{safe}"
 
 
-def result_key(job_id: uuid.UUID) -> str:
-    return f"results/{job_id}.json"
+def result_key(tenant: str, job_id: uuid.UUID) -> str:
+    return f"results/{tenant}/{job_id}.json"
 
 
 def _columns(resolved: Resolved) -> dict:
@@ -50,7 +51,7 @@ class JobService:
     ) -> Job:
         """Store the audio first, then commit the job: a 202 means both are durable."""
         job_id = uuid.uuid4()
-        key = audio_key(job_id, filename)
+        key = audio_key(user_id, job_id, filename)
         try:
             size = await self.blobs.put_stream(key, blocks)
             return await self.store.create(
@@ -68,15 +69,24 @@ class JobService:
             raise
 
     async def record_sync(
-        self, *, user_id: str, filename: str, audio_bytes: int, resolved: Resolved, owner: str
+        self,
+        *,
+        user_id: str,
+        filename: str,
+        audio_bytes: int,
+        resolved: Resolved,
+        owner: str,
+        max_concurrent: int = 0,
     ) -> Job:
-        """The row of a transcription that runs now, held by ``owner`` until it ends."""
+        """The row of a transcription that runs now, held by ``owner`` until it ends; refused
+        (RateLimited) when the tenant already runs ``max_concurrent`` jobs."""
         return await self.store.create(
             user_id=user_id,
             filename=filename,
             **_columns(resolved),
             audio_bytes=audio_bytes,
             sync_owner=owner,
+            max_concurrent=max_concurrent,
         )
 
     async def complete(self, job: Job, owner: str, result: TranscriptionResult) -> Job | None:
@@ -85,7 +95,7 @@ class JobService:
         None when ``owner`` no longer holds the job; a result stored for a job that is gone
         meanwhile is removed again.
         """
-        key = result_key(job.id)
+        key = result_key(job.user_id, job.id)
         await self.blobs.put_bytes(key, result.model_dump_json().encode())
         done = await self.store.complete(
             job.id,

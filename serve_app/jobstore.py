@@ -203,11 +203,25 @@ class JobStore:
         sync_owner: str | None = None,
         sync_lease_s: float = 600,
         job_id: uuid.UUID | None = None,
+        max_concurrent: int = 0,
     ) -> Job:
         """Insert a job and commit. Async jobs wake the workers (NOTIFY, in the same commit);
-        sync jobs start PROCESSING, leased to the request that runs them."""
+        sync jobs start PROCESSING, leased to the request that runs them, unless the tenant
+        already runs ``max_concurrent`` jobs (0: no limit): then RateLimited."""
         status = "PROCESSING" if sync_owner else "PENDING"
         async with self.connection() as conn, conn.transaction():
+            if sync_owner and max_concurrent:
+                await conn.execute(queries.TENANT_LOCK, user_id)
+                running = await conn.fetchval(queries.RUNNING, user_id)
+                if running >= max_concurrent:
+                    from serve_app.limits import RateLimited
+
+                    raise RateLimited(
+                        f"Tenant '{user_id}' already runs {running} transcriptions, its limit; "
+                        "retry when one has finished.",
+                        retry_after=1.0,
+                        code="too_many_concurrent",
+                    )
             row = await conn.fetchrow(
                 queries.INSERT,
                 job_id or uuid.uuid4(),
@@ -277,13 +291,13 @@ class JobStore:
             row = await conn.fetchrow(queries.DELETE, job_id, user_id)
         return Job.from_row(row) if row else None
 
-    async def stats(self, *, day: bool = True) -> dict:
-        """The dashboard; ``day=False`` counts only what is queued and running (cheap)."""
+    async def stats(self, tenant: str | None = None) -> dict:
+        """A tenant's dashboard; with no tenant, only what is queued and running in all (cheap)."""
         async with self.connection() as conn:
-            active = {r["status"]: r["n"] for r in await conn.fetch(queries.ACTIVE)}
-            if not day:
+            active = {r["status"]: r["n"] for r in await conn.fetch(queries.ACTIVE, tenant)}
+            if tenant is None:
                 return {"processing": active.get("PROCESSING", 0), "queue_depth": active.get("PENDING", 0)}
-            day = await conn.fetchrow(queries.STATS)
+            day = await conn.fetchrow(queries.STATS, tenant)
         return {
             "last_24h": {
                 "completed": day["completed"],
@@ -300,9 +314,11 @@ class JobStore:
         async with self.connection() as conn:
             return [(r["id"], r["status"]) for r in await conn.fetch(queries.EXPIRE_LEASES)]
 
-    async def claim(self, owner: str, lease_s: float) -> Job | None:
+    async def claim(self, owner: str, lease_s: float, max_concurrent: int = 0) -> Job | None:
+        """The oldest PENDING job of a tenant running fewer than its limit of jobs
+        (``max_concurrent`` where the tenant sets none; 0: no limit)."""
         async with self.connection() as conn:
-            row = await conn.fetchrow(queries.CLAIM, owner, float(lease_s))
+            row = await conn.fetchrow(queries.CLAIM, owner, float(lease_s), max_concurrent)
         return Job.from_row(row) if row else None
 
     async def renew(self, job_id: uuid.UUID, owner: str, lease_s: float, progress: float | None = None) -> bool:

@@ -40,30 +40,43 @@ SET status = CASE WHEN attempts >= max_attempts OR is_sync THEN 'FAILED' ELSE 'P
     lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
 WHERE status = 'PROCESSING' AND lease_expires_at < now()
 RETURNING id, status"""
+# The oldest PENDING job of a tenant that runs fewer than its limit of jobs now ($3: the
+# default limit; 0 none). Two workers claiming at the same instant may each take one more.
 CLAIM = """
 UPDATE transcription_jobs AS j
 SET status = 'PROCESSING', lease_owner = $1,
     lease_expires_at = now() + make_interval(secs => $2),
     attempts = j.attempts + 1, started_at = COALESCE(j.started_at, now()), updated_at = now()
 WHERE j.id = (
-    SELECT id FROM transcription_jobs
-    WHERE status = 'PENDING'
-    ORDER BY created_at
+    SELECT c.id FROM transcription_jobs c
+    LEFT JOIN tenants t ON t.tenant = c.user_id
+    WHERE c.status = 'PENDING'
+      AND (COALESCE(t.max_concurrent, $3) = 0
+           OR (SELECT count(*) FROM transcription_jobs p
+               WHERE p.user_id = c.user_id AND p.status = 'PROCESSING') < COALESCE(t.max_concurrent, $3))
+    ORDER BY c.created_at
     LIMIT 1
-    FOR UPDATE SKIP LOCKED)
+    FOR UPDATE OF c SKIP LOCKED)
 RETURNING j.*"""
 RENEW = """
 UPDATE transcription_jobs
 SET lease_expires_at = now() + make_interval(secs => $3), progress = COALESCE($4, progress),
     updated_at = now()
 WHERE id = $1 AND lease_owner = $2 AND status = 'PROCESSING'"""
+# Completing a job adds its audio to the tenant's usage of the day (the daily quota), at once.
 COMPLETE = """
-UPDATE transcription_jobs
-SET status = 'COMPLETED', result_key = $3, duration_seconds = $4, text_preview = $5,
-    language = COALESCE($6, language), processing_seconds = $7, progress = 1, error = NULL,
-    lease_owner = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
-WHERE id = $1 AND lease_owner = $2 AND status = 'PROCESSING'
-RETURNING *"""
+WITH done AS (
+    UPDATE transcription_jobs
+    SET status = 'COMPLETED', result_key = $3, duration_seconds = $4, text_preview = $5,
+        language = COALESCE($6, language), processing_seconds = $7, progress = 1, error = NULL,
+        lease_owner = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
+    WHERE id = $1 AND lease_owner = $2 AND status = 'PROCESSING'
+    RETURNING *),
+used AS (
+    INSERT INTO tenant_usage AS u (tenant, day, audio_seconds)
+    SELECT user_id, (now() AT TIME ZONE 'UTC')::date, COALESCE(duration_seconds, 0) FROM done
+    ON CONFLICT (tenant, day) DO UPDATE SET audio_seconds = u.audio_seconds + EXCLUDED.audio_seconds)
+SELECT * FROM done"""
 FAIL = """
 UPDATE transcription_jobs
 SET status = CASE WHEN $4 AND attempts < max_attempts THEN 'PENDING' ELSE 'FAILED' END,
@@ -79,15 +92,60 @@ SELECT
     avg(processing_seconds) FILTER (WHERE status = 'COMPLETED') AS avg_processing_seconds,
     sum(duration_seconds) FILTER (WHERE status = 'COMPLETED') AS audio_seconds
 FROM transcription_jobs
-WHERE created_at > now() - interval '24 hours'"""
+WHERE created_at > now() - interval '24 hours' AND user_id = $1"""
 ACTIVE = """
 SELECT status, count(*) AS n FROM transcription_jobs
-WHERE status IN ('PENDING', 'PROCESSING')
+WHERE status IN ('PENDING', 'PROCESSING') AND ($1::text IS NULL OR user_id = $1)
 GROUP BY status"""
+# A synchronous transcription's admission: the tenant's running jobs, counted under a lock of
+# the tenant so that two requests at once cannot both take the last place.
+TENANT_LOCK = "SELECT pg_advisory_xact_lock(7301948, hashtext($1))"
+RUNNING = "SELECT count(*) FROM transcription_jobs WHERE user_id = $1 AND status = 'PROCESSING'"
 RECORD_DELIVERY = """
 INSERT INTO webhook_deliveries (job_id, url, event, attempt, status_code, error, delivered)
 VALUES ($1, $2, $3, $4, $5, $6, $7)"""
 DELIVERIES = "SELECT * FROM webhook_deliveries WHERE job_id = $1 ORDER BY id"
+
+# -- tenants, keys, limits -----------------------------------------------------------------------
+ENSURE_TENANT = "INSERT INTO tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING"
+INSERT_KEY = """
+INSERT INTO api_keys (id, tenant, role, name, secret_sha256, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING *"""
+LIST_KEYS = "SELECT * FROM api_keys WHERE $1::text IS NULL OR tenant = $1 ORDER BY created_at DESC, id"
+REVOKE_KEY = """
+UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
+WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)
+RETURNING *"""
+# A key's row and its tenant's limits, marked used, in one statement (on a key-cache miss).
+LOOKUP_KEY = """
+UPDATE api_keys AS k
+SET last_used_at = CASE WHEN k.revoked_at IS NULL THEN now() ELSE k.last_used_at END
+FROM tenants AS t
+WHERE k.id = $1 AND t.tenant = k.tenant
+RETURNING k.*, t.requests_per_minute, t.max_concurrent, t.audio_hours_per_day"""
+ANY_KEYS = "SELECT EXISTS (SELECT 1 FROM api_keys)"  # revoked keys count: never open again
+SET_LIMITS = """
+INSERT INTO tenants AS t (tenant, requests_per_minute, max_concurrent, audio_hours_per_day)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (tenant) DO UPDATE
+SET requests_per_minute = EXCLUDED.requests_per_minute, max_concurrent = EXCLUDED.max_concurrent,
+    audio_hours_per_day = EXCLUDED.audio_hours_per_day, updated_at = now()
+RETURNING *"""
+GET_LIMITS = "SELECT * FROM tenants WHERE tenant = $1"
+# GCRA in one upsert: $2 the emission interval (60 / per minute), $3 the allowance (burst x $2).
+# ``ahead`` is NULL when refused; ``prior_ahead`` then says how far ahead the tenant was.
+RATE_HIT = """
+WITH prior AS (SELECT tat FROM rate_limits WHERE bucket = $1),
+hit AS (
+    INSERT INTO rate_limits AS r (bucket, tat) VALUES ($1, now() + make_interval(secs => $2))
+    ON CONFLICT (bucket) DO UPDATE SET tat = GREATEST(r.tat, now()) + make_interval(secs => $2)
+    WHERE GREATEST(r.tat, now()) + make_interval(secs => $2) <= now() + make_interval(secs => $3)
+    RETURNING tat)
+SELECT extract(epoch FROM (SELECT tat FROM hit) - now())::float8 AS ahead,
+       extract(epoch FROM (SELECT tat FROM prior) - now())::float8 AS prior_ahead,
+       (SELECT audio_seconds FROM tenant_usage
+        WHERE tenant = $1 AND day = (now() AT TIME ZONE 'UTC')::date) AS used"""
 
 # List: fixed fragments joined in a fixed order; every value is a parameter.
 LIST_HEAD = "SELECT * FROM transcription_jobs WHERE user_id = $1"

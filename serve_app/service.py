@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+from serve_app.auth import Principal
 from serve_app.backend import TranscriptionBackend
 from serve_app.blobs import BlobNotFound
 from serve_app.catalog import ModelCatalog, ModelSpec
@@ -71,12 +72,12 @@ class TranscriptionService:
 
     # -- running -----------------------------------------------------------------------------
     async def transcribe(
-        self, resolved: Resolved, upload: AudioUpload, *, user_id: str, request_id: str
+        self, resolved: Resolved, upload: AudioUpload, *, caller: Principal, request_id: str
     ) -> TranscriptionResult:
-        """Transcribe now; the job row ends COMPLETED or FAILED."""
+        """Transcribe now, as ``caller``'s tenant; the job row ends COMPLETED or FAILED."""
         audio = await upload.read()
         started = time.perf_counter()
-        job = await self._record(resolved, upload.filename, len(audio), user_id, request_id)
+        job = await self._record(resolved, upload.filename, len(audio), caller, request_id)
         try:
             transcript = await self.backend.transcribe(audio, resolved.model, resolved.decode, resolved.prepare)
         except BaseException as exc:
@@ -85,12 +86,12 @@ class TranscriptionService:
         return await self._complete(job, request_id, transcript, resolved.model, started)
 
     async def stream(
-        self, resolved: Resolved, upload: AudioUpload, *, user_id: str, request_id: str
+        self, resolved: Resolved, upload: AudioUpload, *, caller: Principal, request_id: str
     ) -> AsyncIterator[Transcript]:
         """Like ``transcribe``, but yields the transcript part by part as it is decoded."""
         audio = await upload.read()
         started = time.perf_counter()
-        job = await self._record(resolved, upload.filename, len(audio), user_id, request_id)
+        job = await self._record(resolved, upload.filename, len(audio), caller, request_id)
         parts: list[Transcript] = []
         try:
             async for part in self.backend.transcribe_stream(audio, resolved.model, resolved.decode, resolved.prepare):
@@ -101,10 +102,12 @@ class TranscriptionService:
             raise
         await self._complete(job, request_id, join(parts), resolved.model, started)
 
-    async def submit(self, resolved: Resolved, upload: AudioUpload, *, user_id: str, webhook_url: str | None) -> Job:
-        """An async job: its audio stored and its row committed before this returns."""
+    async def submit(
+        self, resolved: Resolved, upload: AudioUpload, *, caller: Principal, webhook_url: str | None
+    ) -> Job:
+        """An async job of ``caller``'s tenant: its audio stored and its row committed before this returns."""
         return await self._jobs().submit(
-            user_id=user_id,
+            user_id=caller.tenant,
             filename=upload.filename,
             blocks=upload.blocks(),
             resolved=resolved,
@@ -137,11 +140,16 @@ class TranscriptionService:
             transcript, id=job_id, model=model, processing_time=time.perf_counter() - started
         )
 
-    async def _record(self, resolved: Resolved, filename: str, size: int, user_id: str, request_id: str):
+    async def _record(self, resolved: Resolved, filename: str, size: int, caller: Principal, request_id: str):
         if self.jobs is None:
             return None
         return await self.jobs.record_sync(
-            user_id=user_id, filename=filename, audio_bytes=size, resolved=resolved, owner=_owner(request_id)
+            user_id=caller.tenant,
+            filename=filename,
+            audio_bytes=size,
+            resolved=resolved,
+            owner=_owner(request_id),
+            max_concurrent=(caller.limits.max_concurrent or 0) if caller.limits else 0,
         )
 
     async def _fail(self, job: Job | None, request_id: str, exc: BaseException) -> None:

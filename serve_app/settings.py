@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+WEAK_SECRETS = {"change-me", "changeme", "secret", "webhook-secret"}
 
 
 class Settings(BaseSettings):
@@ -68,8 +69,21 @@ class Settings(BaseSettings):
         '{"<language>": "<model folder>"}; other languages use Whisper\'s own word times.',
     )
     api_key: str | None = Field(
-        None, description="If set, requests must send Authorization: Bearer <key> (or X-API-Key)."
+        None,
+        description="Bootstrap admin key (tenant default_user). With it, or once any key is in the "
+        "database, requests must send Authorization: Bearer <key> (or X-API-Key).",
     )
+    auth: Literal["auto", "required"] = Field(
+        "auto",
+        description="auto: open for one local user until a key exists; required: a key always.",
+    )
+    auth_cache_seconds: float = Field(
+        2.0, gt=0, le=5, description="How long an Ingress trusts a key it looked up (revocations show within it)."
+    )
+    # Defaults of each tenant's limits (the tenants table overrides them); 0: no limit.
+    limit_requests_per_minute: int = Field(600, ge=0, description="Requests per minute per tenant.")
+    limit_max_concurrent: int = Field(16, ge=0, description="Transcriptions a tenant runs at once.")
+    limit_audio_hours_per_day: float = Field(24.0, ge=0, description="Audio hours a tenant transcribes per UTC day.")
     max_upload_mb: int = Field(100, description="Largest accepted upload in MiB.")
     max_audio_seconds: float = Field(4 * 3600, description="Longest accepted audio.")
 
@@ -84,7 +98,11 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
-    default_user: str = Field("default", description="user_id of jobs made without an API key.")
+    default_user: str = Field(
+        "default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Tenant of the open mode and of STT_API_KEY.",
+    )
     job_max_attempts: int = Field(3, ge=1, description="Tries of a job before it is FAILED.")
     lease_seconds: float = Field(30.0, gt=0, description="Worker lease on a job; renewed at 1/3.")
     worker_replicas: int = Field(
@@ -92,7 +110,11 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(8, ge=1, description="Jobs one worker runs at once.")
     worker_poll_seconds: float = Field(5.0, gt=0, description="Fallback poll when NOTIFY is missed.")
-    webhook_secret: str = Field("change-me", description="HMAC-SHA256 key of webhook signatures.")
+    webhook_secret: str | None = Field(
+        None,
+        description="Master key of webhook signatures (each tenant signs with a key derived from it); "
+        "none: webhooks are off. At least 16 characters, and not the example 'change-me'.",
+    )
     webhook_max_attempts: int = Field(5, ge=1)
     webhook_backoff_seconds: float = Field(1.0, ge=0, description="First retry delay; doubles.")
     webhook_timeout_seconds: float = Field(10.0, gt=0)
@@ -108,6 +130,16 @@ class Settings(BaseSettings):
     def _split_models(cls, value: object) -> object:
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _real_secret(cls, value: str | None) -> str | None:
+        if value is not None and (value in WEAK_SECRETS or len(value) < 16):
+            raise ValueError(
+                "STT_WEBHOOK_SECRET must be a real secret of at least 16 characters (not the example "
+                "'change-me'); leave it unset to turn webhooks off."
+            )
         return value
 
     @property

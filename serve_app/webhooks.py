@@ -1,7 +1,8 @@
 """Webhook delivery: a signed POST when a job completes or fails, retried with backoff.
 
 Signature: ``X-STT-Signature: sha256=<hex>``, the HMAC-SHA256 of the exact request body with
-the key STT_WEBHOOK_SECRET. ``X-STT-Event`` is ``job.completed`` or ``job.failed``;
+the job's tenant's key: ``tenant_secret(STT_WEBHOOK_SECRET, tenant)``, which a tenant reads at
+``GET /api/v1/webhook-secret`` (it is derived, never stored). ``X-STT-Event`` is ``job.completed`` or ``job.failed``;
 ``X-STT-Delivery`` is ``<job id>:<attempt>``. A receiver verifies with
 ``hmac.compare_digest(header, "sha256=" + hmac.new(secret, body, sha256).hexdigest())``.
 """
@@ -35,10 +36,17 @@ class WebhookRefused(InvalidParameter):
     code = "invalid_webhook_url"
 
 
-async def check_webhook_url(url: str, allow: Sequence[str] = ()) -> None:
+def tenant_secret(master: str, tenant: str) -> str:
+    """The key a tenant's webhooks are signed with: one per tenant, derived from the master key."""
+    return hmac.new(master.encode(), f"webhook:{tenant}".encode(), hashlib.sha256).hexdigest()
+
+
+async def check_webhook_url(url: str, allow: Sequence[str] = ()) -> str | None:
     """Refuse URLs that would turn the service on its own network (SSRF): every address the
     host resolves to must be public, unless the host or a network it is in is in ``allow``
-    (STT_WEBHOOK_ALLOW_HOSTS: host names, addresses or CIDRs of internal receivers)."""
+    (STT_WEBHOOK_ALLOW_HOSTS: host names, addresses or CIDRs of internal receivers).
+
+    Returns the checked address to connect to (None for a host allowed by name)."""
     if len(url) > MAX_URL_CHARS or not url.isprintable():
         raise WebhookRefused(f"webhook_url must be printable and at most {MAX_URL_CHARS} characters.")
     try:
@@ -49,7 +57,7 @@ async def check_webhook_url(url: str, allow: Sequence[str] = ()) -> None:
     if parts.scheme not in ("http", "https") or not host:
         raise WebhookRefused("webhook_url must be an http:// or https:// URL with a host.")
     if host in allow:
-        return
+        return None
     try:
         found = await asyncio.wait_for(
             asyncio.to_thread(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S
@@ -67,6 +75,20 @@ async def check_webhook_url(url: str, allow: Sequence[str] = ()) -> None:
                 f"webhook_url's host '{host}' is {address}: loopback, private, link-local, multicast and "
                 "reserved addresses are refused (STT_WEBHOOK_ALLOW_HOSTS admits internal receivers)."
             )
+    return found[0][-1][0]
+
+
+def pinned(url: str, address: str | None) -> tuple[str, dict, dict]:
+    """The URL, headers and httpx extensions that connect to ``address`` (the one checked)
+    while the receiver still sees its own host name (Host header, TLS SNI and certificate)."""
+    if address is None:
+        return url, {}, {}
+    parts = urlsplit(url)
+    host = f"[{address}]" if ":" in address else address
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    headers = {"Host": parts.netloc.rsplit("@", 1)[-1]}
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    return parts._replace(netloc=netloc).geturl(), headers, extensions
 
 
 def _is_network(text: str) -> bool:
@@ -87,32 +109,51 @@ def verify(secret: str, body: bytes, signature: str) -> bool:
 
 @dataclass
 class WebhookSender:
-    secret: str
+    secret: str  # the master key; each tenant's deliveries are signed with its tenant_secret
     max_attempts: int = 5
     backoff_seconds: float = 1.0
     timeout_seconds: float = 10.0
     allow: Sequence[str] = field(default_factory=tuple)  # see check_webhook_url
 
-    async def deliver(self, store, job_id, url: str, event: str, payload: dict) -> bool:
+    @classmethod
+    def from_settings(cls, cfg) -> WebhookSender | None:
+        """None when webhooks are off (no STT_WEBHOOK_SECRET)."""
+        if not cfg.webhook_secret:
+            return None
+        return cls(
+            cfg.webhook_secret,
+            max_attempts=cfg.webhook_max_attempts,
+            backoff_seconds=cfg.webhook_backoff_seconds,
+            timeout_seconds=cfg.webhook_timeout_seconds,
+            allow=cfg.webhook_allow_hosts,
+        )
+
+    async def deliver(self, store, job, event: str, payload: dict) -> bool:
         """POST until a 2xx or attempts run out; every attempt is recorded in the store."""
+        job_id, url = job.id, job.webhook_url
         body = json.dumps(payload, default=str).encode()
         headers = {
             "Content-Type": "application/json",
             "X-STT-Event": event,
-            SIGNATURE_HEADER: sign(self.secret, body),
+            SIGNATURE_HEADER: sign(tenant_secret(self.secret, job.user_id), body),
         }
         async with httpx.AsyncClient(timeout=self.timeout_seconds) as client:
             for attempt in range(1, self.max_attempts + 1):
                 status, error = None, None
                 try:
-                    # Again at delivery: what the name resolves to may have changed since.
-                    await check_webhook_url(url, self.allow)
+                    # Again at delivery: what the name resolves to may have changed since, and
+                    # the connection goes to the address checked now, not to a second lookup.
+                    address = await check_webhook_url(url, self.allow)
                 except WebhookRefused as exc:
                     await self._record(store, job_id, url, event, attempt, None, f"refused: {exc.message}", False)
                     return False
+                target, host, extensions = pinned(url, address)
                 try:
                     response = await client.post(
-                        url, content=body, headers={**headers, "X-STT-Delivery": f"{job_id}:{attempt}"}
+                        target,
+                        content=body,
+                        headers={**headers, **host, "X-STT-Delivery": f"{job_id}:{attempt}"},
+                        extensions=extensions,
                     )
                     status = response.status_code
                     if not 200 <= status < 300:

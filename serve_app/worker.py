@@ -43,6 +43,8 @@ class JobWorker:
         self.lease_seconds = lease_seconds
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
+        # A tenant's running jobs, where its own limit is not set (0: none).
+        self.tenant_concurrency = service.settings.limit_max_concurrent
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task] = set()
         self._background: set[asyncio.Task] = set()
@@ -57,9 +59,9 @@ class JobWorker:
             try:
                 await self._ensure_listener()
                 await self.store.expire_leases()
-                self.queue_depth = (await self.store.stats(day=False))["queue_depth"]
+                self.queue_depth = (await self.store.stats())["queue_depth"]
                 while len(self._running) < self.concurrency:
-                    job = await self.store.claim(self.owner, self.lease_seconds)
+                    job = await self.store.claim(self.owner, self.lease_seconds, self.tenant_concurrency)
                     if job is None:
                         break
                     task = asyncio.create_task(self._process(job))
@@ -155,6 +157,6 @@ class JobWorker:
         if not job.webhook_url or self.webhooks is None:
             return
         payload = {"event": event, "id": str(job.id), "status": job.status, **extra}
-        task = asyncio.create_task(self.webhooks.deliver(self.store, job.id, job.webhook_url, event, payload))
+        task = asyncio.create_task(self.webhooks.deliver(self.store, job, event, payload))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.api.dependencies import ServiceContext
-from serve_app.api.routers import openai_compat, system, transcriptions
+from serve_app.api.routers import admin, openai_compat, system, transcriptions
 from serve_app.api.routers.openai_compat import openai_error
 from serve_app.errors import PayloadTooLarge, ServiceError, unwrap
 from serve_app.service import TranscriptionService
@@ -35,7 +35,7 @@ def error_response(
     """The one error shape: ours, or OpenAI's on the OpenAI-compatible routes (/v1/...)."""
     if request is not None and request.url.path.startswith("/v1/"):
         # OpenAI answers a bad parameter with 400, not 422
-        return openai_error(400 if status == 422 else status, message, code, param)
+        return openai_error(400 if status == 422 else status, message, code, param, headers)
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
@@ -49,6 +49,7 @@ def create_app(service: TranscriptionService) -> FastAPI:
     app.include_router(system.router)
     app.include_router(transcriptions.router)
     app.include_router(openai_compat.router)
+    app.include_router(admin.router)
     _install_error_handlers(app)
     _install_request_middleware(app, service.settings)
     return app
@@ -57,7 +58,7 @@ def create_app(service: TranscriptionService) -> FastAPI:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError):
-        headers = {"Retry-After": "5"} if exc.status_code == 503 else None
+        headers = getattr(exc, "headers", None) or ({"Retry-After": "5"} if exc.status_code == 503 else None)
         return error_response(exc.status_code, exc.code, exc.message, headers, request, exc.param)
 
     @app.exception_handler(RequestValidationError)
@@ -145,6 +146,10 @@ def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
         else:
             response = await call_next(request)
         response.headers["x-request-id"] = request.state.request_id
+        window = getattr(request.state, "rate_window", None)
+        if window is not None:  # every answer of a limited route says where the tenant stands
+            for name, value in window.headers(request.url.path.startswith("/v1/")).items():
+                response.headers.setdefault(name, value)
         log.info(
             json.dumps(
                 {
@@ -152,6 +157,7 @@ def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
                     "method": request.method,
                     "path": request.url.path,
                     "status": response.status_code,
+                    "tenant": getattr(getattr(request.state, "principal", None), "tenant", None),
                     "model": getattr(request.state, "model", None),
                     "audio_seconds": getattr(request.state, "audio_seconds", None),
                     "latency_ms": round((time.perf_counter() - started) * 1000, 1),

@@ -1,15 +1,17 @@
-"""What routes need, as FastAPI dependencies: the service context, the API key check."""
+"""What routes need, as FastAPI dependencies: the service context and the caller (key, tenant,
+rate limit)."""
 
 from __future__ import annotations
 
-import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from serve_app.errors import JobNotFound, Unauthorized
+from serve_app.auth import Authenticator, Forbidden, KeyStore, Principal
+from serve_app.errors import JobNotFound
 from serve_app.jobs import JobService
+from serve_app.limits import RateLimiter
 from serve_app.schemas import ModelInfo
 from serve_app.service import TranscriptionService
 from serve_app.settings import Settings
@@ -20,6 +22,20 @@ class ServiceContext:
     """Everything the HTTP layer knows about the running service."""
 
     service: TranscriptionService
+    auth: Authenticator = field(init=False)
+    keys: KeyStore | None = field(init=False)
+    limiter: RateLimiter | None = field(init=False)
+
+    def __post_init__(self):
+        store = self.service.jobs.store if self.service.jobs is not None else None
+        self.keys = KeyStore(store) if store is not None else None
+        self.limiter = RateLimiter(store) if store is not None else None
+        self.auth = Authenticator(self.service.settings, self.keys)
+
+    def key_store(self) -> KeyStore:
+        if self.keys is None:
+            raise JobNotFound("This instance keeps no keys (it has no database).")
+        return self.keys
 
     @property
     def settings(self) -> Settings:
@@ -56,18 +72,45 @@ def get_context(request: Request) -> ServiceContext:
 Context = Annotated[ServiceContext, Depends(get_context)]
 
 
-def require_api_key(request: Request) -> None:
-    """Check ``Authorization: Bearer <key>`` (what the openai SDK sends) or ``X-API-Key``.
-
-    With no STT_API_KEY configured every caller is let in, whatever it sends.
-    """
-    expected = request.app.state.context.settings.api_key
-    if not expected:
-        return
+def _given_key(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    given = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
-    if not given:
-        raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized("Incorrect API key provided.")
+    return token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key")
+
+
+async def _caller(request: Request, *, transcription: bool) -> Principal:
+    ctx: ServiceContext = request.app.state.context
+    principal = await ctx.auth.authenticate(_given_key(request))
+    request.state.principal = principal
+    if principal.limits is not None and ctx.limiter is not None:
+        window = await ctx.limiter.hit(
+            principal.tenant,
+            principal.limits,
+            transcription=transcription,
+            openai=request.url.path.startswith("/v1/"),
+        )
+        request.state.rate_window = window
+    return principal
+
+
+async def caller(request: Request) -> Principal:
+    """The principal of a request: its key checked (``Authorization: Bearer <key>``, what the
+    openai SDK sends, or ``X-API-Key``) and a request counted against its tenant's rate limit."""
+    return await _caller(request, transcription=False)
+
+
+async def transcribing_caller(request: Request) -> Principal:
+    """``caller``, for a route that transcribes: the tenant's daily audio quota is checked too."""
+    return await _caller(request, transcription=True)
+
+
+async def admin_caller(request: Request) -> Principal:
+    principal = await _caller(request, transcription=False)
+    if not principal.is_admin:
+        raise Forbidden("This route needs an admin key.")
+    return principal
+
+
+Caller = Annotated[Principal, Depends(caller)]
+TranscribingCaller = Annotated[Principal, Depends(transcribing_caller)]
+AdminCaller = Annotated[Principal, Depends(admin_caller)]

@@ -15,7 +15,7 @@ import pytest
 from deployments.cli import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-WEBHOOK_SECRET = "serve-test-secret"
+WEBHOOK_SECRET = "serve-tests-webhook-secret"
 
 
 @dataclass

@@ -19,6 +19,7 @@ import srt
 import webvtt
 
 from serve_app.api import create_app
+from serve_app.auth import Principal
 from serve_app.backend import LocalBackend
 from serve_app.blobs import BlobStore
 from serve_app.jobs import JobService
@@ -26,12 +27,12 @@ from serve_app.jobstore import JobStore
 from serve_app.request import TranscriptionRequest
 from serve_app.service import TranscriptionService
 from serve_app.settings import Settings
-from serve_app.webhooks import WebhookSender, verify
+from serve_app.webhooks import WebhookSender, tenant_secret, verify
 from serve_app.worker import JobWorker
 from testkit.speech import audio, transcripts, wer
 from tests.webhook_receiver import WebhookReceiver
 
-SECRET = "test-secret"
+SECRET = "jobs-flow-test-secret"
 LOOPBACK = "127.0.0.1"
 
 
@@ -223,8 +224,12 @@ async def test_webhook_is_signed_and_retried(service):
         receiver.close()
     assert [d["answered"] for d in receiver.deliveries] == [500, 503, 200]
     last = receiver.deliveries[-1]
-    assert verify(SECRET, last["body"], last["headers"]["X-STT-Signature"])
-    assert not verify("wrong-secret", last["body"], last["headers"]["X-STT-Signature"])
+    # signed with the tenant's own key (derived from the master key), not the master key itself
+    assert verify(tenant_secret(SECRET, "default"), last["body"], last["headers"]["X-STT-Signature"])
+    assert not verify(SECRET, last["body"], last["headers"]["X-STT-Signature"])
+    assert not verify(tenant_secret(SECRET, "other"), last["body"], last["headers"]["X-STT-Signature"])
+    secret = (await client.get("/api/v1/webhook-secret")).json()
+    assert secret == {"tenant": "default", "secret": tenant_secret(SECRET, "default")}
     assert last["json"]["event"] == "job.completed" and last["json"]["id"] == job_id
     assert "birch" not in last["json"]["result"]["text"] and last["json"]["result"]["text"]
     await asyncio.sleep(0.3)
@@ -238,7 +243,7 @@ async def test_streamed_transcription_comes_in_parts_and_is_recorded_once(servic
     name = f"long-{uuid.uuid4().hex}.flac"
     upload = transcription.upload(audio("harvard_long.flac"), name)
     resolved = transcription.resolve(TranscriptionRequest(model="tiny.en"))
-    parts = [p async for p in transcription.stream(resolved, upload, user_id="default", request_id="stream-test")]
+    parts = [p async for p in transcription.stream(resolved, upload, caller=Principal("default"), request_id="stream-test")]
     assert len(parts) >= 3 and all(p.segments for p in parts)
     streamed = " ".join(p.text for p in parts)
     assert wer(transcripts()["harvard_long.flac"], streamed) < 15
@@ -254,7 +259,7 @@ async def test_a_client_that_leaves_mid_stream_fails_the_job_and_drops_the_rest(
     name = f"left-early-{uuid.uuid4().hex}.flac"
     upload = transcription.upload(audio("harvard_long.flac"), name)
     resolved = transcription.resolve(TranscriptionRequest())
-    parts = transcription.stream(resolved, upload, user_id="default", request_id="leaves-early")
+    parts = transcription.stream(resolved, upload, caller=Principal("default"), request_id="leaves-early")
     assert (await anext(parts)).segments
     await parts.aclose()
     [job] = [j for j in (await transcription.jobs.store.list("default", limit=100))[0] if j.original_filename == name]
@@ -305,10 +310,16 @@ async def test_webhooks_into_the_network_are_refused_at_submission_and_at_delive
     receiver = WebhookReceiver(statuses=[])
     try:
         job = await store.create(
-            user_id="default", filename="hook.wav", model="tiny.en", language="en", task="transcribe", options={}
+            user_id="default",
+            filename="hook.wav",
+            model="tiny.en",
+            language="en",
+            task="transcribe",
+            options={},
+            webhook_url=receiver.url,
         )
         sent = await WebhookSender(SECRET, max_attempts=3, backoff_seconds=0).deliver(
-            store, job.id, receiver.url, "job.completed", {"id": str(job.id)}
+            store, job, "job.completed", {"id": str(job.id)}
         )
     finally:
         receiver.close()

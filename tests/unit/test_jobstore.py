@@ -47,7 +47,7 @@ async def test_migrations_are_idempotent(store):
     assert await store.migrate() == []
     async with store.connection() as conn:
         versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")]
-    assert versions == [1]
+    assert versions == [1, 2]
 
 
 async def test_claims_never_overlap(store):
@@ -127,7 +127,7 @@ async def test_list_filters_search_and_pages(store):
 
 
 async def test_stats_count_the_last_day(store):
-    before = await store.stats()
+    before = await store.stats("stats")
     done = [await new(store, user_id="stats", sync_owner="sync:s") for _ in range(3)]
     for job in done[:2]:
         await store.complete(
@@ -135,7 +135,7 @@ async def test_stats_count_the_last_day(store):
         )
     await store.fail(done[2].id, "sync:s", "broken", retry=False)
     await new(store, user_id="stats")  # still PENDING
-    after = await store.stats()
+    after = await store.stats("stats")
     assert after["last_24h"]["completed"] - before["last_24h"]["completed"] == 2
     assert after["last_24h"]["failed"] - before["last_24h"]["failed"] == 1
     assert after["queue_depth"] - before["queue_depth"] == 1
@@ -164,9 +164,9 @@ async def test_queries_use_the_seed_indexes(store):
             plans[name] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
         from serve_app import queries
 
-        plans["stats"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.STATS))
-        plans["active"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.ACTIVE))
-        plans["claim"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.CLAIM, "w", 1.0))
+        plans["stats"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.STATS, "bulk"))
+        plans["active"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.ACTIVE, None))
+        plans["claim"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.CLAIM, "w", 1.0, 16))
         await conn.execute("DELETE FROM transcription_jobs WHERE user_id LIKE 'bulk%'")
     seed = (
         "idx_jobs_user_status_created",
@@ -179,7 +179,6 @@ async def test_queries_use_the_seed_indexes(store):
     for name, plan in plans.items():
         assert any(index in plan for index in seed), (name, plan)
     assert "idx_jobs_filename_fts" in plans["search"]
-    assert "idx_jobs_created_at" in plans["stats"]
     assert "idx_jobs_active_status" in plans["active"]
 
 

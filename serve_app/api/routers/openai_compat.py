@@ -11,28 +11,31 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
-from serve_app.api.dependencies import Context, ServiceContext, require_api_key
+from serve_app.api.dependencies import Caller, Context, ServiceContext, TranscribingCaller
+from serve_app.auth import Principal
 from serve_app.errors import InvalidParameter, ServiceError
 from serve_app.formats import MEDIA_TYPES, RENDERERS
 from serve_app.request import TranscriptionRequest
 from serve_app.schemas import TranscriptionResult
 from serve_app.transcript import Transcript
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["openai"])
 
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 GRANULARITIES = ("segment", "word")
 ALIAS = "whisper-1"
 
 
-def openai_error(status: int, message: str, code: str | None, param: str | None = None) -> JSONResponse:
-    kind = {401: "authentication_error", 429: "rate_limit_error"}.get(status)
+def openai_error(
+    status: int, message: str, code: str | None, param: str | None = None, headers: dict | None = None
+) -> JSONResponse:
+    kind = {401: "authentication_error", 403: "permission_error", 429: "requests"}.get(status)
     kind = kind or ("server_error" if status >= 500 else "invalid_request_error")
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status, headers={"Retry-After": "5"} if status == 503 else None)
+    return JSONResponse(body, status, headers=headers)
 
 
 def language_name(code: str) -> str:
@@ -141,6 +144,7 @@ async def _stream(first: Transcript, rest: AsyncIterator[Transcript]) -> AsyncIt
 async def _audio(
     request: Request,
     ctx: ServiceContext,
+    caller: Principal,
     file: UploadFile,
     response_format: str,
     stream: bool = False,
@@ -159,13 +163,13 @@ async def _audio(
     resolved = service.resolve(asked)
     request.state.model = resolved.model
     upload = service.upload(file)
-    user, request_id = ctx.settings.default_user, request.state.request_id
+    request_id = request.state.request_id
     if not stream:
-        result = await service.transcribe(resolved, upload, user_id=user, request_id=request_id)
+        result = await service.transcribe(resolved, upload, caller=caller, request_id=request_id)
         request.state.audio_seconds = round(result.duration, 2)
         return _respond(result, response_format, granularities)
 
-    parts = service.stream(resolved, upload, user_id=user, request_id=request_id)
+    parts = service.stream(resolved, upload, caller=caller, request_id=request_id)
     # Wait for the first part before answering, so bad audio still gets a 4xx status.
     first = await anext(parts)
     request.state.audio_seconds = round(first.duration, 2)
@@ -176,6 +180,7 @@ async def _audio(
 async def create_transcription(
     request: Request,
     ctx: Context,
+    caller: TranscribingCaller,
     file: Annotated[UploadFile, File()],
     model: Annotated[str, Form(description=f"A served model, or '{ALIAS}' for the default one.")],
     language: Annotated[str | None, Form()] = None,
@@ -187,6 +192,7 @@ async def create_transcription(
     return await _audio(
         request,
         ctx,
+        caller,
         file,
         response_format,
         stream,
@@ -201,6 +207,7 @@ async def create_transcription(
 async def create_translation(
     request: Request,
     ctx: Context,
+    caller: TranscribingCaller,
     file: Annotated[UploadFile, File()],
     model: Annotated[str, Form()],
     prompt: Annotated[str | None, Form()] = None,
@@ -210,6 +217,7 @@ async def create_translation(
     return await _audio(
         request,
         ctx,
+        caller,
         file,
         response_format,
         task="translate",
@@ -220,7 +228,7 @@ async def create_translation(
 
 
 @router.get("/models")
-async def list_models(ctx: Context) -> dict:
+async def list_models(ctx: Context, caller: Caller) -> dict:
     """OpenAI's model list, for clients that pick a model from it (Open WebUI and others)."""
     names = [*ctx.served, ALIAS]
     return {

@@ -6,22 +6,26 @@ import uuid
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from serve_app.api.dependencies import Context, ServiceContext, require_api_key
+from serve_app.api.dependencies import Caller, Context, ServiceContext, TranscribingCaller
+from serve_app.auth import Principal
 from serve_app.errors import InvalidParameter, JobNotFinished, JobNotFound
 from serve_app.formats import MEDIA_TYPES, RENDERERS
 from serve_app.jobstore import STATUSES
 from serve_app.request import TranscriptionRequest
 from serve_app.schemas import ErrorResponse, JobAccepted, JobPage, JobView, TranscriptionResult
-from serve_app.webhooks import check_webhook_url
+from serve_app.webhooks import check_webhook_url, tenant_secret
 
-router = APIRouter(prefix="/api/v1", tags=["transcriptions"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/api/v1", tags=["transcriptions"])
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "tsv"]
 DownloadFormat = Literal["json", "txt", "text", "srt", "vtt", "tsv"]
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 415, 422, 503)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)}
+Tenant = Annotated[
+    str | None, Query(max_length=64, description="Admin keys: the tenant to read (default: the key's own).")
+]
 
 
 def option(name: str):
@@ -52,6 +56,7 @@ def attachment(filename: str) -> str:
 async def create_transcription(
     request: Request,
     ctx: Context,
+    caller: TranscribingCaller,
     file: Annotated[UploadFile, File(description="Audio in any common container.")],
     model: Annotated[str | None, option("model")] = None,
     language: Annotated[str | None, option("language")] = None,
@@ -83,12 +88,17 @@ async def create_transcription(
     resolved = service.resolve(asked)
     request.state.model = resolved.model
     if webhook_url:
+        if not ctx.settings.webhook_secret:
+            raise InvalidParameter(
+                "Webhooks are off on this service (it has no STT_WEBHOOK_SECRET); poll the job instead.",
+                code="webhooks_disabled",
+                param="webhook_url",
+            )
         await check_webhook_url(webhook_url, ctx.settings.webhook_allow_hosts)
     upload = service.upload(file)
-    user = ctx.settings.default_user
 
     if not sync:
-        job = await service.submit(resolved, upload, user_id=user, webhook_url=webhook_url or None)
+        job = await service.submit(resolved, upload, caller=caller, webhook_url=webhook_url or None)
         body = JobAccepted(
             id=str(job.id),
             status=job.status,
@@ -97,17 +107,18 @@ async def create_transcription(
         )
         return JSONResponse(body.model_dump(mode="json"), 202, headers={"Location": body.links["self"]})
 
-    result = await service.transcribe(resolved, upload, user_id=user, request_id=request.state.request_id)
+    result = await service.transcribe(resolved, upload, caller=caller, request_id=request.state.request_id)
     request.state.audio_seconds = round(result.duration, 2)
     return render(result, response_format)
 
 
-async def _find(ctx: ServiceContext, job_id: str):
+async def _find(ctx: ServiceContext, caller: Principal, job_id: str):
+    """The caller's job; another tenant's is 404 like one that does not exist (admins see all)."""
     try:
         ident = uuid.UUID(job_id)
     except ValueError:
         raise JobNotFound(f"No transcription job '{job_id}'.") from None
-    job = await ctx.jobs.store.get(ident, ctx.settings.default_user)
+    job = await ctx.jobs.store.get(ident, None if caller.is_admin else caller.tenant)
     if job is None:
         raise JobNotFound(f"No transcription job '{job_id}'.")
     return job
@@ -116,6 +127,8 @@ async def _find(ctx: ServiceContext, job_id: str):
 @router.get("/transcriptions", responses=_ERRORS)
 async def list_transcriptions(
     ctx: Context,
+    caller: Caller,
+    tenant: Tenant = None,
     status: Annotated[Literal[STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
     q: Annotated[str | None, Query(max_length=200, description="Words in the file name.")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -124,29 +137,29 @@ async def list_transcriptions(
     if q is not None and not q.isprintable():
         raise InvalidParameter("q must be printable text (no control characters).", param="q")
     jobs, next_cursor = await ctx.jobs.store.list(
-        ctx.settings.default_user, status=status, search=q, cursor=cursor, limit=limit
+        caller.tenant_for(tenant), status=status, search=q, cursor=cursor, limit=limit
     )
     return JobPage(items=[JobView.from_job(j) for j in jobs], next_cursor=next_cursor)
 
 
 @router.get("/transcriptions/{job_id}", responses=_ERRORS)
-async def get_transcription(ctx: Context, job_id: str) -> JobView:
-    job = await _find(ctx, job_id)
+async def get_transcription(ctx: Context, caller: Caller, job_id: str) -> JobView:
+    job = await _find(ctx, caller, job_id)
     return JobView.from_job(job, await ctx.jobs.result(job))
 
 
 @router.delete("/transcriptions/{job_id}", status_code=204, responses=_ERRORS)
-async def delete_transcription(ctx: Context, job_id: str) -> Response:
-    job = await _find(ctx, job_id)
+async def delete_transcription(ctx: Context, caller: Caller, job_id: str) -> Response:
+    job = await _find(ctx, caller, job_id)
     await ctx.jobs.delete(job.id, job.user_id)
     return Response(status_code=204)
 
 
 @router.get("/transcriptions/{job_id}/download", responses=_ERRORS)
 async def download_transcription(
-    ctx: Context, job_id: str, format: Annotated[DownloadFormat, Query()] = "txt"
+    ctx: Context, caller: Caller, job_id: str, format: Annotated[DownloadFormat, Query()] = "txt"
 ) -> Response:
-    job = await _find(ctx, job_id)
+    job = await _find(ctx, caller, job_id)
     if job.status == "FAILED":
         raise JobNotFinished(f"Job {job_id} failed ({job.error}); there is nothing to download.")
     result = await ctx.jobs.result(job)
@@ -159,6 +172,17 @@ async def download_transcription(
     return response
 
 
-@router.get("/stats", tags=["service"])
-async def stats(ctx: Context) -> dict:
-    return await ctx.jobs.store.stats()
+@router.get("/stats", tags=["service"], responses=_ERRORS)
+async def stats(ctx: Context, caller: Caller, tenant: Tenant = None) -> dict:
+    """The tenant's last 24 hours, queue and running jobs."""
+    return await ctx.jobs.store.stats(caller.tenant_for(tenant))
+
+
+@router.get("/webhook-secret", tags=["service"], responses=_ERRORS)
+async def webhook_secret(ctx: Context, caller: Caller) -> dict:
+    """The key this tenant's webhooks are signed with (derived per tenant; not stored)."""
+    if not ctx.settings.webhook_secret:
+        raise InvalidParameter(
+            "Webhooks are off on this service (it has no STT_WEBHOOK_SECRET).", code="webhooks_disabled"
+        )
+    return {"tenant": caller.tenant, "secret": tenant_secret(ctx.settings.webhook_secret, caller.tenant)}
