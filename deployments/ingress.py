@@ -117,6 +117,8 @@ class Ingress:
         # through PostgreSQL, never through this handle.
         self.service = service_of(Settings(**settings), preprocessor, transcribers)
         self.api = create_app(self.service)
+        # Which replica answered (x-stt-replica on every response): for operators and tests.
+        self.api.state.replica = serve.get_replica_context().replica_id.unique_id
 
     def __serve_build_asgi_app__(self):
         return self.api
@@ -146,6 +148,11 @@ class Ingress:
 
 
 def ingress_deployment(profile: IngressProfile, settings: Settings, preprocessor, transcribers, worker) -> Application:
-    return Ingress.options(**profile.serve_options()).bind(
+    options = profile.serve_options()
+    if settings.ingress_replicas:
+        options = {k: v for k, v in options.items() if k != "autoscaling_config"} | {
+            "num_replicas": settings.ingress_replicas
+        }
+    return Ingress.options(**options).bind(
         preprocessor, transcribers, settings.model_dump(mode="json"), worker, profile.nice
     )

@@ -98,6 +98,7 @@ class JobView(BaseModel):
     """A job as the API shows it."""
 
     id: str
+    tenant: str
     status: Literal["PENDING", "PROCESSING", "COMPLETED", "FAILED"]
     progress: float
     model: str
@@ -121,6 +122,7 @@ class JobView(BaseModel):
     def from_job(cls, job, result: TranscriptionResult | None = None) -> JobView:
         return cls(
             id=str(job.id),
+            tenant=job.user_id,
             status=job.status,
             progress=job.progress,
             model=job.model,

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     )
     job_max_attempts: int = Field(3, ge=1, description="Tries of a job before it is FAILED.")
     lease_seconds: float = Field(30.0, gt=0, description="Worker lease on a job; renewed at 1/3.")
+    ingress_replicas: int | None = Field(
+        None, ge=1, description="Ingress replicas (HTTP and handle entry points); default from the profile."
+    )
     worker_replicas: int = Field(
         1, ge=0, description="JobWorker replicas when the profile does not autoscale them; 0: none."
     )

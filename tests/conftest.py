@@ -32,9 +32,8 @@ def catalog(settings):
     return ModelCatalog.load(settings.catalog_path, settings.cache_dir)
 
 
-@pytest.fixture(scope="session")
-def pg_dsn():
-    """A fresh database on the machine's PostgreSQL (127.0.0.1:5432, trust auth), dropped after."""
+def _fresh_database():
+    """A new database on the machine's PostgreSQL (127.0.0.1:5432, trust auth), dropped after."""
     import asyncio
     import uuid
 
@@ -53,6 +52,18 @@ def pg_dsn():
     asyncio.run(run(f'CREATE DATABASE "{name}"'))
     yield admin.rsplit("/", 1)[0] + "/" + name
     asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def pg_dsn():
+    """The unit tests' database: open mode (no API key may be made in it)."""
+    yield from _fresh_database()
+
+
+@pytest.fixture(scope="module")
+def keyed_dsn():
+    """A database of the module's own, for tests that make API keys (which end the open mode)."""
+    yield from _fresh_database()
 
 
 @pytest.fixture(scope="session")

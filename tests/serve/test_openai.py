@@ -25,7 +25,7 @@ LANGUAGE_NAMES = {"de": "german", "es": "spanish", "fr": "french"}
 
 @pytest.fixture(scope="module")
 def sdk(service) -> openai.OpenAI:
-    return openai.OpenAI(base_url=service.url + "/v1", api_key="sk-not-checked", timeout=300, max_retries=0)
+    return openai.OpenAI(base_url=service.url + "/v1", api_key=service.key, timeout=300, max_retries=0)
 
 
 def upload(name: str) -> tuple[str, bytes]:

@@ -107,7 +107,8 @@ async def test_async_job_completes_and_downloads(service):
     assert (await client.delete(f"/api/v1/transcriptions/{job_id}")).status_code == 204
     assert (await client.get(f"/api/v1/transcriptions/{job_id}")).status_code == 404
     assert not await blobs.exists(row.audio_key)
-    assert not await blobs.exists(f"results/{job_id}.json")
+    assert not await blobs.exists(f"results/default/{job_id}.json")
+    assert row.audio_key.startswith(f"audio/default/{job_id}/")  # blob keys carry the tenant
 
 
 async def test_bad_audio_job_fails_with_reason_and_no_retry(service):
@@ -243,7 +244,9 @@ async def test_streamed_transcription_comes_in_parts_and_is_recorded_once(servic
     name = f"long-{uuid.uuid4().hex}.flac"
     upload = transcription.upload(audio("harvard_long.flac"), name)
     resolved = transcription.resolve(TranscriptionRequest(model="tiny.en"))
-    parts = [p async for p in transcription.stream(resolved, upload, caller=Principal("default"), request_id="stream-test")]
+    parts = [
+        p async for p in transcription.stream(resolved, upload, caller=Principal("default"), request_id="stream-test")
+    ]
     assert len(parts) >= 3 and all(p.segments for p in parts)
     streamed = " ".join(p.text for p in parts)
     assert wer(transcripts()["harvard_long.flac"], streamed) < 15
