@@ -43,13 +43,27 @@ class PreparedAudio:
         return self.samples[int(chunk.start * SAMPLE_RATE) : int(chunk.end * SAMPLE_RATE)]
 
 
+# A decompression bomb (a few KB of FLAC that say nothing of their length and decode to hours
+# of silence) is stopped while it decodes: no real codec needs less than ~100 bytes a second
+# (Opus at its lowest is 750), so an upload may decode to at most this many seconds per KiB.
+MAX_SECONDS_PER_KIB = 10.0
+MIN_SECONDS_ALLOWED = 30.0
+
+
+def plausible_seconds(size: int) -> float:
+    """The longest audio an upload of ``size`` bytes may decode to."""
+    return max(MIN_SECONDS_ALLOWED, size / 1024 * MAX_SECONDS_PER_KIB)
+
+
 def decode(data: bytes, *, max_seconds: float | None = None) -> np.ndarray:
     """Decode the first audio stream of any container PyAV reads to mono 16 kHz float32.
 
     Raises InvalidAudio for non-audio, truncated or corrupt input (an empty upload never gets
-    here: serve_app/uploads.py refuses it).
+    here: serve_app/uploads.py refuses it), for audio over ``max_seconds``, and for a file that
+    decodes to more than a file its size can hold (``plausible_seconds``), as soon as it does.
     """
     _check_wav_length(data)
+    plausible = plausible_seconds(len(data))
     try:
         container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
     except (av.FFmpegError, ValueError, UnicodeDecodeError) as exc:
@@ -67,6 +81,12 @@ def decode(data: bytes, *, max_seconds: float | None = None) -> np.ndarray:
                 f"The audio is {declared:.0f} s long; the limit is {max_seconds:.0f} s.",
                 code="audio_too_long",
             )
+        if declared is not None and declared > plausible:
+            raise InvalidAudio(
+                f"The file says it holds {declared:.0f} s of audio in {len(data) / 1024:.1f} KiB, more than any "
+                "real recording of that size; it is refused as a decompression bomb.",
+                code="implausible_audio",
+            )
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         pieces: list[np.ndarray] = []
         total = 0
@@ -80,6 +100,12 @@ def decode(data: bytes, *, max_seconds: float | None = None) -> np.ndarray:
                     raise InvalidAudio(
                         f"The audio is longer than the limit of {max_seconds:.0f} s.",
                         code="audio_too_long",
+                    )
+                if total > plausible * SAMPLE_RATE:
+                    raise InvalidAudio(
+                        f"The file decodes to more than {plausible:.0f} s of audio from {len(data) / 1024:.1f} KiB, "
+                        "more than any real recording of that size holds; it is refused as a decompression bomb.",
+                        code="implausible_audio",
                     )
             for out in resampler.resample(None):
                 pieces.append(out.to_ndarray().reshape(-1))

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     limit_audio_hours_per_day: float = Field(24.0, ge=0, description="Audio hours a tenant transcribes per UTC day.")
     max_upload_mb: int = Field(100, description="Largest accepted upload in MiB.")
     max_audio_seconds: float = Field(4 * 3600, description="Longest accepted audio.")
+    preprocess_memory_seconds: float = Field(
+        8 * 3600,
+        gt=0,
+        description="Decoded audio one Preprocessor replica holds at once, in seconds (230 MB an hour); "
+        "uploads beyond it wait. At least max_audio_seconds.",
+    )
 
     # -- durable jobs ---------------------------------------------------------------------------
     database_url: str | None = Field(

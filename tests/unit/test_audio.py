@@ -133,3 +133,56 @@ def test_preprocessor_finds_speech_in_long_file():
     plain = pre.prepare(audio("harvard_long.flac"), PrepareOptions(vad=False, normalize=False))
     assert [round(c.duration) for c in plain.chunks][:2] == [30, 30]
     assert set(transcripts()) >= {"harvard_long.flac"}
+
+
+def silent_flac(seconds: float, rate: int = 1000) -> bytes:
+    """Digital silence as FLAC whose STREAMINFO does not state its length (total samples 0)."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=rate, layout="mono")
+        stream.codec_context.format = "s16"
+        block = np.zeros((1, rate * 10), np.int16)
+        for i in range(int(seconds / 10)):
+            frame = av.AudioFrame.from_ndarray(block, format="s16", layout="mono")
+            frame.sample_rate, frame.pts = rate, i * rate * 10
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    data = bytearray(buf.getvalue())
+    data[21] &= 0xF0  # the 36-bit total-samples field of STREAMINFO: "unknown"
+    data[22:26] = b"\0\0\0\0"
+    return bytes(data)
+
+
+def test_a_decompression_bomb_is_stopped_while_it_decodes():
+    from serve_app.audio import plausible_seconds
+
+    bomb = silent_flac(1800)  # 30 min of silence in ~130 KB, saying nothing of its length
+    with pytest.raises(InvalidAudio) as caught:
+        decode(bomb, max_seconds=4 * 3600)
+    assert caught.value.code == "implausible_audio" and "decompression bomb" in caught.value.message
+    assert plausible_seconds(len(bomb)) < 1800
+    assert decode(silent_flac(20)).size == 20 * 16000  # short silence is still audio
+
+
+async def test_the_decode_budget_makes_uploads_wait_and_one_always_fits():
+    import asyncio
+
+    from serve_app.preprocess import DecodeBudget
+
+    budget = DecodeBudget(seconds=100, max_audio_seconds=60)
+    order = []
+
+    async def upload(name, size, hold_s):
+        async with budget.hold(size) as cost:
+            order.append((name, cost, budget.reserved))
+            await asyncio.sleep(hold_s)
+
+    # 60 s each (capped at the longest audio): the second waits for the first.
+    await asyncio.gather(upload("a", 10_000_000, 0.2), upload("b", 10_000_000, 0.0), upload("c", 1000, 0.0))
+    assert order[0] == ("a", 60, 60) and ("c", 30, 90) in order and order[-1][0] == "b"
+    assert budget.reserved == 0
+    assert DecodeBudget(seconds=10, max_audio_seconds=60).seconds == 60
