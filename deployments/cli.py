@@ -44,6 +44,10 @@ def local_cluster_env(proxy: str = "haproxy", *, free_ports: bool = False) -> No
         # idle 12 -> 3 ms p50 on 2 cores, and the proxy's CPU goes to the models.
         os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
         os.environ.setdefault("RAY_SERVE_HAPROXY_NBTHREAD", "1")
+        # HAProxy answers a request whose headers overflow its buffer (16 KB by default) with
+        # its own HTML 400 page. With room for 128 KB such a request reaches the Ingress,
+        # which refuses headers over 32 KB with the JSON error shape (431).
+        os.environ.setdefault("RAY_SERVE_HAPROXY_TUNE_BUFSIZE", str(128 * 1024))
         if free_ports:  # a second instance on the box (tests, bench) must not take 9101/8404
             os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
             os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))

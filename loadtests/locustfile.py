@@ -2,12 +2,15 @@
 
     locust -f loadtests/locustfile.py --headless -u 16 -r 4 -t 2m --host http://127.0.0.1:8000
 
+With keys required, pass one: ``STT_LOCUST_KEY=stt_... locust ...``.
+
 Tasks (weights): short sync upload x3, long async upload then poll until done x1, list jobs x2,
 health x1, job status x1 (the cheap calls must stay fast while the models are saturated).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -23,6 +26,10 @@ POLL_TIMEOUT_S = 300
 class TranscriptionUser(HttpUser):
     wait_time = between(0.5, 2.0)
     job_ids: list[str] = []
+
+    def on_start(self):
+        if key := os.environ.get("STT_LOCUST_KEY"):  # a service that wants keys
+            self.client.headers["Authorization"] = f"Bearer {key}"
 
     @task(3)
     def short_sync_upload(self):

@@ -27,7 +27,7 @@ class TranscriptionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str | None = Field(None, max_length=200, description="A served model; default from settings.")
-    language: str | None = Field(None, max_length=20, description="ISO code; none: detected.")
+    language: str | None = Field(None, max_length=20, pattern=r"^[A-Za-z_-]+$", description="ISO code; none: detected.")
     task: Task = "transcribe"
     beam_size: int | None = Field(None, ge=1, le=10, description="Beam width; default from settings.")
     prompt: str | None = Field(

@@ -22,6 +22,7 @@ from serve_app.settings import Settings
 
 log = logging.getLogger("speechtotext.access")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_HEADER_BYTES = 32 * 1024
 
 
 def error_response(
@@ -73,7 +74,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        # 400 here is Starlette refusing a body it cannot parse (broken multipart, a part header over its limit)
+        codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         return error_response(
             exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), request=request
         )
@@ -137,7 +139,15 @@ def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
         request.state.request_id = _request_id(request.headers.get("x-request-id"))
         started = time.perf_counter()
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit:
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in request.scope["headers"])
+        if header_bytes > MAX_HEADER_BYTES:
+            response = error_response(
+                431,
+                "headers_too_large",
+                f"The request's headers are {header_bytes / 1024:.0f} KiB; at most {MAX_HEADER_BYTES // 1024} KiB.",
+                request=request,
+            )
+        elif length and length.isdigit() and int(length) > limit:
             # Refuse before reading the body: a huge upload should cost us nothing.
             err = PayloadTooLarge(
                 f"The upload is {int(length) / 2**20:.1f} MiB; the limit is {settings.max_upload_mb} MiB."

@@ -45,7 +45,7 @@ async def test_system_endpoints(client):
         ({"file": ("a.wav", b"RIFF")}, {"temperature": "3"}, 422, "invalid_parameter"),
         ({"file": ("a.wav", b"RIFF")}, {"task": "summarize"}, 422, "invalid_parameter"),
         ({"file": ("a.wav", b"RIFF")}, {"task": "translate"}, 400, "unsupported_task"),
-        ({"file": ("a.wav", b"RIFF")}, {"language": "e\x00n"}, 400, "unsupported_language"),
+        ({"file": ("a.wav", b"RIFF")}, {"language": "e\x00n"}, 422, "invalid_parameter"),
         (None, {}, 422, "invalid_request"),
         ({"file": ("big.wav", b"\0" * (2 * 2**20))}, {}, 413, "payload_too_large"),
     ],
@@ -107,3 +107,16 @@ async def test_a_chunked_upload_over_the_limit_is_cut_off_while_it_arrives(clien
     )
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
     assert len(sent) < 16  # the limit is 1 MiB; 4 MiB were on offer
+
+
+async def test_oversized_headers_get_the_json_error_shape(client):
+    response = await client.get("/api/v1/health", headers={"X-Padding": "p" * 40_000})
+    assert response.status_code == 431 and response.json()["error"]["code"] == "headers_too_large"
+    assert (await client.get("/api/v1/health", headers={"X-Padding": "p" * 8000})).status_code == 200
+
+
+async def test_a_language_that_is_no_code_is_refused_before_any_model_check(client):
+    response = await client.post(
+        "/api/v1/transcriptions", files={"file": ("a.wav", b"RIFF")}, data={"language": "en'; DROP TABLE x;--"}
+    )
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_parameter"

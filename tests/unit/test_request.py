@@ -42,7 +42,10 @@ def test_resolve_checks_against_the_model(catalog):
     with pytest.raises(UnsupportedLanguage, match="only transcribes English"):
         TranscriptionRequest(language="fr").resolve(tiny, default_beam_size=5)
     with pytest.raises(UnsupportedLanguage, match="not a Whisper language"):
-        TranscriptionRequest(language="e\x00n").resolve(base, default_beam_size=5)
+        TranscriptionRequest(language="xx").resolve(base, default_beam_size=5)
+    with pytest.raises(InvalidParameter) as bad:  # no code at all: refused by its shape, naming the field
+        TranscriptionRequest.parse(language="e\x00n")
+    assert bad.value.param == "language"
     with pytest.raises(InvalidParameter) as caught:
         TranscriptionRequest(task="translate").resolve(tiny, default_beam_size=5)
     assert caught.value.code == "unsupported_task" and caught.value.status_code == 400

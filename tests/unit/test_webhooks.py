@@ -44,3 +44,47 @@ async def test_public_addresses_and_allowed_internal_receivers_pass():
     await check_webhook_url("http://localhost:9000/hook", allow=["localhost"])
     with pytest.raises(WebhookRefused):
         await check_webhook_url("http://10.1.2.3/hook", allow=["192.168.0.0/16"])
+
+
+def test_a_delivery_connects_to_the_address_it_checked():
+    """The checked address is the one connected to (DNS cannot change between check and
+    connect); the receiver still sees its own host name."""
+    from serve_app.webhooks import pinned
+
+    assert pinned("https://hooks.example.com:8443/a?b=1", "93.184.216.34") == (
+        "https://93.184.216.34:8443/a?b=1",
+        {"Host": "hooks.example.com:8443"},
+        {"sni_hostname": "hooks.example.com"},
+    )
+    assert pinned("http://v6.example.com/h", "2606:2800:220:1::1")[0] == "http://[2606:2800:220:1::1]/h"
+    assert pinned("http://allowed-by-name/h", None) == ("http://allowed-by-name/h", {}, {})
+
+
+async def test_delivery_to_a_receiver_by_name_goes_to_the_checked_address():
+    import types
+    import uuid
+
+    from serve_app.webhooks import WebhookSender, tenant_secret, verify
+    from tests.webhook_receiver import WebhookReceiver
+
+    receiver = WebhookReceiver()
+    port = receiver.server.server_address[1]
+    recorded = []
+
+    class Store:  # records attempts; this test needs no database
+        async def record_delivery(self, *args):
+            recorded.append(args)
+
+    job = types.SimpleNamespace(id=uuid.uuid4(), user_id="acme", webhook_url=f"http://localhost:{port}/hook")
+    sender = WebhookSender("pinning-test-master-secret", max_attempts=1, allow=["127.0.0.0/8"])
+    try:
+        assert await check_webhook_url(job.webhook_url, ["127.0.0.0/8"]) == "127.0.0.1"
+        assert await sender.deliver(Store(), job, "job.completed", {"id": str(job.id)})
+    finally:
+        receiver.close()
+    [delivery] = receiver.deliveries
+    assert delivery["headers"]["Host"] == f"localhost:{port}"
+    assert verify(
+        tenant_secret("pinning-test-master-secret", "acme"), delivery["body"], delivery["headers"]["X-STT-Signature"]
+    )
+    assert recorded[0][-1] is True
