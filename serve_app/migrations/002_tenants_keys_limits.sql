@@ -24,8 +24,10 @@ CREATE TABLE api_keys (
 );
 CREATE INDEX idx_api_keys_tenant ON api_keys (tenant, created_at DESC);
 
--- GCRA: one row per bucket (a tenant), its theoretical arrival time.
-CREATE TABLE rate_limits (
+-- GCRA: one row per bucket (a tenant), its theoretical arrival time. Written on every limited
+-- request, so UNLOGGED: no WAL and no fsync per request; after a crash it starts empty
+-- (everyone's bucket full again), which is harmless.
+CREATE UNLOGGED TABLE rate_limits (
     bucket  text PRIMARY KEY,
     tat     timestamptz NOT NULL
 );
