@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from serve_app import queries
-from serve_app.errors import InvalidParameter, ServiceError, Unauthorized
+from serve_app.errors import Forbidden, InvalidParameter, Unauthorized
 from serve_app.jobstore import JobStore
 from serve_app.limits import Limits
 from serve_app.settings import Settings
@@ -32,11 +32,6 @@ KEY = re.compile(r"stt_([0-9a-f]{12})_([0-9a-f]{64})")
 TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ROLES = ("user", "admin")
 CACHE_ENTRIES = 10_000
-
-
-class Forbidden(ServiceError):
-    status_code = 403
-    code = "forbidden"
 
 
 def check_tenant(name: str, param: str = "tenant") -> str:

@@ -85,6 +85,13 @@ class Unauthorized(ServiceError):
     code = "invalid_api_key"
 
 
+class Forbidden(ServiceError):
+    """A key that may not do this (a user key on an admin route or another tenant's list)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class Overloaded(ServiceError):
     status_code = 503
     code = "overloaded"

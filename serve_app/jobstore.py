@@ -25,6 +25,7 @@ import asyncpg
 
 from serve_app import queries
 from serve_app.errors import InvalidParameter, ServiceError
+from serve_app.limits import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +215,6 @@ class JobStore:
                 await conn.execute(queries.TENANT_LOCK, user_id)
                 running = await conn.fetchval(queries.RUNNING, user_id)
                 if running >= max_concurrent:
-                    from serve_app.limits import RateLimited
-
                     raise RateLimited(
                         f"Tenant '{user_id}' already runs {running} transcriptions, its limit; "
                         "retry when one has finished.",

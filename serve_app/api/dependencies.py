@@ -8,8 +8,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from serve_app.auth import Authenticator, Forbidden, KeyStore, Principal
-from serve_app.errors import JobNotFound
+from serve_app.auth import Authenticator, KeyStore, Principal
+from serve_app.errors import Forbidden, JobNotFound
 from serve_app.jobs import JobService
 from serve_app.limits import RateLimiter
 from serve_app.schemas import ModelInfo

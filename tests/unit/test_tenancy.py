@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -156,7 +157,7 @@ async def test_a_wrong_secret_an_expired_and_a_revoked_key_are_refused(app, keys
     key_id = good.split("_")[1]
     wrong = f"stt_{key_id}_{'f' * 64}"
     assert (await client.get("/api/v1/stats", headers=bearer(wrong))).status_code == 401
-    _, old = await ks.create("alice", expires_at=__import__("datetime").datetime(2020, 1, 1))
+    _, old = await ks.create("alice", expires_at=datetime(2020, 1, 1))
     expired = await client.get("/api/v1/stats", headers=bearer(old))
     assert expired.status_code == 401 and "expired" in expired.json()["error"]["message"]
     assert (await client.get("/api/v1/stats", headers=bearer(good))).status_code == 200
