@@ -30,6 +30,7 @@ from serve_app.settings import Settings
 from serve_app.webhooks import WebhookSender, tenant_secret, verify
 from serve_app.worker import JobWorker
 from testkit.speech import audio, transcripts, wer
+from tests.job_rows import new_job
 from tests.webhook_receiver import WebhookReceiver
 
 SECRET = "jobs-flow-test-secret"
@@ -147,15 +148,7 @@ async def test_job_api_errors(service):
     for params in ({"limit": 0}, {"limit": 1000}, {"cursor": "garbage"}, {"status": "DONE"}):
         assert (await client.get("/api/v1/transcriptions", params=params)).status_code == 422, params
     # A job still running (held by a request that has not finished) is not downloadable yet.
-    held = await service[1].create(
-        user_id="default",
-        filename="running.wav",
-        model="tiny.en",
-        language="en",
-        task="transcribe",
-        options={},
-        sync_owner="sync:still-running",
-    )
+    held = await new_job(service[1], filename="running.wav", sync_owner="sync:still-running")
     early = await client.get(f"/api/v1/transcriptions/{held.id}/download")
     assert early.status_code == 409 and early.json()["error"]["code"] == "job_not_finished"
     assert "PROCESSING" in early.json()["error"]["message"]
@@ -312,15 +305,7 @@ async def test_webhooks_into_the_network_are_refused_at_submission_and_at_delive
     # A sender without the allow-list refuses the loopback receiver at delivery and sends nothing.
     receiver = WebhookReceiver(statuses=[])
     try:
-        job = await store.create(
-            user_id="default",
-            filename="hook.wav",
-            model="tiny.en",
-            language="en",
-            task="transcribe",
-            options={},
-            webhook_url=receiver.url,
-        )
+        job = await new_job(store, filename="hook.wav", webhook_url=receiver.url)
         sent = await WebhookSender(SECRET, max_attempts=3, backoff_seconds=0).deliver(
             store, job, "job.completed", {"id": str(job.id)}
         )

@@ -10,6 +10,7 @@ import pytest
 
 from serve_app.errors import InvalidParameter
 from serve_app.jobstore import DatabaseUnavailable, JobStore
+from tests.job_rows import new_job
 
 
 @pytest.fixture(scope="module", params=["machine", "embedded"])
@@ -29,18 +30,7 @@ async def store(request, pg_dsn, tmp_path_factory):
 
 
 def new(store, **kw):
-    args = dict(
-        user_id="u1",
-        filename="meeting notes.wav",
-        model="tiny.en",
-        language="en",
-        task="transcribe",
-        options={},
-        audio_key="audio/k",
-        audio_bytes=10,
-    )
-    args.update(kw)
-    return store.create(**args)
+    return new_job(store, **{"user_id": "u1", "audio_key": "audio/k", "audio_bytes": 10, **kw})
 
 
 async def test_migrations_are_idempotent(store):

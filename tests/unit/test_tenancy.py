@@ -32,6 +32,7 @@ from serve_app.limits import Limits, burst
 from serve_app.service import TranscriptionService
 from serve_app.settings import Settings
 from testkit.speech import audio
+from tests.job_rows import new_job
 
 REPO = Path(__file__).resolve().parents[2]
 TTL = 0.5  # the key cache of this app: revocations and limits show within it
@@ -306,10 +307,7 @@ async def test_concurrent_transcriptions_are_limited_at_admission_and_at_claim(a
     ks = KeyStore(store)
     _, key = await ks.create("dave")
     await ks.set_limits("dave", Limits(max_concurrent=1))
-    held = await store.create(
-        user_id="dave", filename="held.wav", model="tiny.en", language="en", task="transcribe", options={},
-        sync_owner="sync:held",
-    )  # fmt: skip
+    held = await new_job(store, user_id="dave", filename="held.wav", sync_owner="sync:held")
     await asyncio.sleep(TTL)
     refused = await client.post(
         "/api/v1/transcriptions", files={"file": ("a.wav", audio("harvard_01.wav"))}, headers=bearer(key)
@@ -317,9 +315,7 @@ async def test_concurrent_transcriptions_are_limited_at_admission_and_at_claim(a
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_concurrent"
     assert refused.headers["Retry-After"] == "1"
     # A worker leaves dave's queued job while dave runs one, and takes it once that one ends.
-    queued = await store.create(
-        user_id="dave", filename="queued.wav", model="tiny.en", language="en", task="transcribe", options={}
-    )
+    queued = await new_job(store, user_id="dave", filename="queued.wav")
     async with store.connection() as conn:  # nothing else queued in this database may be taken first
         await conn.execute(
             "UPDATE transcription_jobs SET status = 'FAILED' WHERE status = 'PENDING' AND id <> $1", queued.id
