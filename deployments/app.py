@@ -30,16 +30,16 @@ def build_settings(args: dict | None) -> Settings:
 
 def build_app(args: dict | None = None) -> Application:
     """The application: ``args`` override STT_* settings (serve_config.yaml's ``args``)."""
-    from serve_app.database import database_url
+    from deployments.database import deployment_database_url
 
     settings = build_settings(args)
     profile = load_profile(settings.profile)  # a bad profile stops the deploy here
     catalog = ModelCatalog.load(settings.catalog_path, settings.cache_dir)
     for name in settings.models:
         catalog.get(name)  # so does an unknown model, with the known names
-    # With no database configured, an embedded PostgreSQL starts here, in the process that
-    # builds the app (it lives as long as that process), and every replica gets its URL.
-    settings = settings.model_copy(update={"database_url": database_url(settings)})
+    # With no database configured, an embedded PostgreSQL starts, owned by something that
+    # outlives the build (deployments/database.py), and every replica gets its URL.
+    settings = settings.model_copy(update={"database_url": deployment_database_url(settings)})
 
     transcribers = {name: transcriber_deployment(name, profile.transcriber, settings) for name in settings.models}
     preprocessor = preprocessor_deployment(profile.preprocessor, settings)
