@@ -25,7 +25,7 @@ class Settings(BaseSettings):
         description="HTTP front of a local cluster: HAProxy (bundled with ray[serve]) forwarding "
         "straight to the Ingress replica, or Serve's Python proxy actor.",
     )
-    profile: Literal["cpu", "gpu"] = Field(
+    profile: Literal["cpu", "gpu", "cluster"] = Field(
         "cpu", description="Deployment profile: resources and batch limits (configs/profiles/)."
     )
     device: Literal["cpu", "cuda"] | None = Field(
