@@ -48,6 +48,7 @@ class JobService:
         blocks: AsyncIterator[bytes],
         resolved: Resolved,
         webhook_url: str | None,
+        request_id: str | None = None,
     ) -> Job:
         """Store the audio first, then commit the job: a 202 means both are durable."""
         job_id = uuid.uuid4()
@@ -63,6 +64,7 @@ class JobService:
                 audio_bytes=size,
                 webhook_url=webhook_url,
                 max_attempts=self.max_attempts,
+                request_id=request_id,
             )
         except BaseException:
             await self.blobs.delete(key)  # no orphan audio for a job that was never committed
@@ -77,6 +79,7 @@ class JobService:
         resolved: Resolved,
         owner: str,
         max_concurrent: int = 0,
+        request_id: str | None = None,
     ) -> Job:
         """The row of a transcription that runs now, held by ``owner`` until it ends; refused
         (RateLimited) when the tenant already runs ``max_concurrent`` jobs."""
@@ -87,6 +90,7 @@ class JobService:
             audio_bytes=audio_bytes,
             sync_owner=owner,
             max_concurrent=max_concurrent,
+            request_id=request_id,
         )
 
     async def complete(self, job: Job, owner: str, result: TranscriptionResult) -> Job | None:

@@ -78,6 +78,7 @@ class Job:
     completed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    request_id: str | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Job:
@@ -205,6 +206,7 @@ class JobStore:
         sync_lease_s: float = 600,
         job_id: uuid.UUID | None = None,
         max_concurrent: int = 0,
+        request_id: str | None = None,
     ) -> Job:
         """Insert a job and commit. Async jobs wake the workers (NOTIFY, in the same commit);
         sync jobs start PROCESSING, leased to the request that runs them, unless the tenant
@@ -238,6 +240,7 @@ class JobStore:
                 webhook_url,
                 sync_owner,
                 float(sync_lease_s),
+                request_id,
             )
             if status == "PENDING":
                 await conn.execute(queries.NOTIFY, NOTIFY_CHANNEL, str(row["id"]))

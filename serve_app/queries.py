@@ -18,11 +18,11 @@ INSERT = """
 INSERT INTO transcription_jobs (
     id, user_id, original_filename, status, model, language, task, options, is_sync,
     audio_key, audio_bytes, max_attempts, webhook_url, lease_owner, lease_expires_at,
-    started_at, attempts)
+    started_at, attempts, request_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14,
         CASE WHEN $14::text IS NULL THEN NULL ELSE now() + make_interval(secs => $15) END,
         CASE WHEN $4 = 'PROCESSING' THEN now() END,
-        CASE WHEN $4 = 'PROCESSING' THEN 1 ELSE 0 END)
+        CASE WHEN $4 = 'PROCESSING' THEN 1 ELSE 0 END, $16)
 RETURNING *"""
 NOTIFY = "SELECT pg_notify($1, $2)"
 GET = "SELECT * FROM transcription_jobs WHERE id = $1 AND user_id = $2"

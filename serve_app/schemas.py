@@ -99,6 +99,7 @@ class JobView(BaseModel):
 
     id: str
     tenant: str
+    request_id: str | None = Field(None, description="X-Request-ID of the request that made the job.")
     status: Literal["PENDING", "PROCESSING", "COMPLETED", "FAILED"]
     progress: float
     model: str
@@ -123,6 +124,7 @@ class JobView(BaseModel):
         return cls(
             id=str(job.id),
             tenant=job.user_id,
+            request_id=job.request_id,
             status=job.status,
             progress=job.progress,
             model=job.model,

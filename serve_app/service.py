@@ -103,7 +103,13 @@ class TranscriptionService:
         await self._complete(job, request_id, join(parts), resolved.model, started)
 
     async def submit(
-        self, resolved: Resolved, upload: AudioUpload, *, caller: Principal, webhook_url: str | None
+        self,
+        resolved: Resolved,
+        upload: AudioUpload,
+        *,
+        caller: Principal,
+        webhook_url: str | None,
+        request_id: str | None = None,
     ) -> Job:
         """An async job of ``caller``'s tenant: its audio stored and its row committed before this returns."""
         return await self._jobs().submit(
@@ -112,6 +118,7 @@ class TranscriptionService:
             blocks=upload.blocks(),
             resolved=resolved,
             webhook_url=webhook_url,
+            request_id=request_id,
         )
 
     async def transcribe_job(self, job: Job, started: float) -> TranscriptionResult:
@@ -150,6 +157,7 @@ class TranscriptionService:
             resolved=resolved,
             owner=_owner(request_id),
             max_concurrent=(caller.limits.max_concurrent or 0) if caller.limits else 0,
+            request_id=request_id,
         )
 
     async def _fail(self, job: Job | None, request_id: str, exc: BaseException) -> None:

@@ -156,7 +156,7 @@ class JobWorker:
     def _notify(self, job: Job, event: str, extra: dict) -> None:
         if not job.webhook_url or self.webhooks is None:
             return
-        payload = {"event": event, "id": str(job.id), "status": job.status, **extra}
+        payload = {"event": event, "id": str(job.id), "request_id": job.request_id, "status": job.status, **extra}
         task = asyncio.create_task(self.webhooks.deliver(self.store, job, event, payload))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

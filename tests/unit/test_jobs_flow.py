@@ -314,3 +314,32 @@ async def test_webhooks_into_the_network_are_refused_at_submission_and_at_delive
     assert sent is False and receiver.deliveries == []
     [attempt] = await store.deliveries(job.id)
     assert not attempt["delivered"] and attempt["error"].startswith("refused: webhook_url's host '127.0.0.1'")
+
+
+async def test_the_request_id_is_carried_into_the_job_row_and_its_webhook(service):
+    client, *_ = service
+    receiver = WebhookReceiver()
+    try:
+        response = await client.post(
+            "/api/v1/transcriptions",
+            files={"file": ("traced.wav", audio("harvard_05.wav"))},
+            data={"sync": "false", "webhook_url": receiver.url},
+            headers={"X-Request-ID": "trace-4711"},
+        )
+        assert response.status_code == 202 and response.headers["x-request-id"] == "trace-4711"
+        body = await wait_done(client, response.json()["id"])
+        deadline = time.monotonic() + 30
+        while not receiver.deliveries and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        receiver.close()
+    assert body["request_id"] == "trace-4711"
+    [delivery] = receiver.deliveries
+    assert delivery["headers"]["X-Request-ID"] == "trace-4711" and delivery["json"]["request_id"] == "trace-4711"
+    synced = await client.post(
+        "/api/v1/transcriptions", files={"file": ("s.wav", audio("harvard_05.wav"))}, headers={"X-Request-ID": "sync-1"}
+    )
+    assert (await client.get(f"/api/v1/transcriptions/{synced.json()['id']}")).json()["request_id"] == "sync-1"
+    generated = await client.post("/api/v1/transcriptions", files={"file": ("g.wav", audio("harvard_05.wav"))})
+    view = (await client.get(f"/api/v1/transcriptions/{generated.json()['id']}")).json()
+    assert view["request_id"] == generated.headers["x-request-id"]  # none given: the one generated

@@ -98,7 +98,9 @@ async def create_transcription(
     upload = service.upload(file)
 
     if not sync:
-        job = await service.submit(resolved, upload, caller=caller, webhook_url=webhook_url or None)
+        job = await service.submit(
+            resolved, upload, caller=caller, webhook_url=webhook_url or None, request_id=request.state.request_id
+        )
         body = JobAccepted(
             id=str(job.id),
             status=job.status,
