@@ -145,14 +145,15 @@ def _admin(args: argparse.Namespace) -> None:
                     return 1
                 print(f"revoked {key.id} (tenant {key.tenant}); every replica refuses it within seconds")
             else:  # tenants limits
-                if any(
-                    v is not None for v in (args.requests_per_minute, args.max_concurrent, args.audio_hours_per_day)
-                ):
-                    limits = await keys.set_limits(
-                        args.tenant, Limits(args.requests_per_minute, args.max_concurrent, args.audio_hours_per_day)
-                    )
-                else:
-                    limits = await keys.limits(args.tenant)
+                given = {
+                    "requests_per_minute": args.requests_per_minute,
+                    "max_concurrent": args.max_concurrent,
+                    "audio_hours_per_day": args.audio_hours_per_day,
+                }
+                limits = await keys.limits(args.tenant)
+                if any(v is not None for v in given.values()):  # the limits not given stay as they are
+                    merged = limits.__dict__ | {k: v for k, v in given.items() if v is not None}
+                    limits = await keys.set_limits(args.tenant, Limits(**merged))
                 print(json.dumps({"tenant": args.tenant, **limits.__dict__}))
             return 0
         except ServiceError as exc:

@@ -116,10 +116,10 @@ class KeyStore:
         async with self.store.connection() as conn:
             return [ApiKey.from_row(r) for r in await conn.fetch(queries.LIST_KEYS, tenant)]
 
-    async def revoke(self, key_id: str, tenant: str | None = None) -> ApiKey | None:
-        """Revoke (idempotent); with ``tenant``, only a key of that tenant."""
+    async def revoke(self, key_id: str) -> ApiKey | None:
+        """Revoke (idempotent); None when there is no such key."""
         async with self.store.connection() as conn:
-            row = await conn.fetchrow(queries.REVOKE_KEY, key_id, tenant)
+            row = await conn.fetchrow(queries.REVOKE_KEY, key_id)
         return ApiKey.from_row(row) if row else None
 
     async def lookup(self, key_id: str):

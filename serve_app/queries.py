@@ -115,7 +115,7 @@ RETURNING *"""
 LIST_KEYS = "SELECT * FROM api_keys WHERE $1::text IS NULL OR tenant = $1 ORDER BY created_at DESC, id"
 REVOKE_KEY = """
 UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
-WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)
+WHERE id = $1
 RETURNING *"""
 # A key's row and its tenant's limits, marked used, in one statement (on a key-cache miss).
 LOOKUP_KEY = """

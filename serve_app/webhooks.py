@@ -137,7 +137,7 @@ class WebhookSender:
             "X-STT-Event": event,
             SIGNATURE_HEADER: sign(tenant_secret(self.secret, job.user_id), body),
         }
-        if getattr(job, "request_id", None):  # the request that made the job, as its log line names it
+        if job.request_id:  # the request that made the job, as its log line names it
             headers["X-Request-ID"] = job.request_id
         async with httpx.AsyncClient(timeout=self.timeout_seconds) as client:
             for attempt in range(1, self.max_attempts + 1):

@@ -120,3 +120,14 @@ async def test_a_language_that_is_no_code_is_refused_before_any_model_check(clie
         "/api/v1/transcriptions", files={"file": ("a.wav", b"RIFF")}, data={"language": "en'; DROP TABLE x;--"}
     )
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_parameter"
+
+
+async def test_webhooks_are_off_without_a_secret(client):
+    response = await client.post(
+        "/api/v1/transcriptions",
+        files={"file": ("a.wav", audio("harvard_01.wav"))},
+        data={"sync": "false", "webhook_url": "https://8.8.8.8/hook"},
+    )
+    assert response.status_code == 422 and response.json()["error"]["code"] == "webhooks_disabled"
+    secret = await client.get("/api/v1/webhook-secret")
+    assert secret.status_code == 422 and secret.json()["error"]["code"] == "webhooks_disabled"

@@ -391,11 +391,12 @@ async def test_stt_keys_cli_works_on_the_configured_database(app, keys):
     assert (await client.get("/api/v1/admin/keys", headers=bearer(key))).status_code == 200
     listed = json.loads(stt("keys", "list", "--tenant", "cli-tenant", "--json"))
     assert [k["id"] for k in listed] == [made["id"]] and key.split("_")[2] not in json.dumps(listed)
+    stt("tenants", "limits", "cli-tenant", "--max-concurrent", "7")
     limits = json.loads(stt("tenants", "limits", "cli-tenant", "--requests-per-minute", "5"))
-    assert limits == {
+    assert limits == {  # a second setting keeps the first
         "tenant": "cli-tenant",
         "requests_per_minute": 5,
-        "max_concurrent": None,
+        "max_concurrent": 7,
         "audio_hours_per_day": None,
     }
     stt("keys", "revoke", made["id"])

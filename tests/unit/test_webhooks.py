@@ -75,7 +75,9 @@ async def test_delivery_to_a_receiver_by_name_goes_to_the_checked_address():
         async def record_delivery(self, *args):
             recorded.append(args)
 
-    job = types.SimpleNamespace(id=uuid.uuid4(), user_id="acme", webhook_url=f"http://localhost:{port}/hook")
+    job = types.SimpleNamespace(
+        id=uuid.uuid4(), user_id="acme", webhook_url=f"http://localhost:{port}/hook", request_id="pin-1"
+    )
     sender = WebhookSender("pinning-test-master-secret", max_attempts=1, allow=["127.0.0.0/8"])
     try:
         assert await check_webhook_url(job.webhook_url, ["127.0.0.0/8"]) == "127.0.0.1"
@@ -83,7 +85,7 @@ async def test_delivery_to_a_receiver_by_name_goes_to_the_checked_address():
     finally:
         receiver.close()
     [delivery] = receiver.deliveries
-    assert delivery["headers"]["Host"] == f"localhost:{port}"
+    assert delivery["headers"]["Host"] == f"localhost:{port}" and delivery["headers"]["X-Request-ID"] == "pin-1"
     assert verify(
         tenant_secret("pinning-test-master-secret", "acme"), delivery["body"], delivery["headers"]["X-STT-Signature"]
     )

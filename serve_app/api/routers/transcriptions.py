@@ -88,12 +88,7 @@ async def create_transcription(
     resolved = service.resolve(asked)
     request.state.model = resolved.model
     if webhook_url:
-        if not ctx.settings.webhook_secret:
-            raise InvalidParameter(
-                "Webhooks are off on this service (it has no STT_WEBHOOK_SECRET); poll the job instead.",
-                code="webhooks_disabled",
-                param="webhook_url",
-            )
+        webhook_master_secret(ctx, param="webhook_url")
         await check_webhook_url(webhook_url, ctx.settings.webhook_allow_hosts)
     upload = service.upload(file)
 
@@ -112,6 +107,17 @@ async def create_transcription(
     result = await service.transcribe(resolved, upload, caller=caller, request_id=request.state.request_id)
     request.state.audio_seconds = round(result.duration, 2)
     return render(result, response_format)
+
+
+def webhook_master_secret(ctx: ServiceContext, param: str | None = None) -> str:
+    """STT_WEBHOOK_SECRET; without it webhooks are off, and asking for one is 422."""
+    if not ctx.settings.webhook_secret:
+        raise InvalidParameter(
+            "Webhooks are off on this service (it has no STT_WEBHOOK_SECRET); poll the job instead.",
+            code="webhooks_disabled",
+            param=param,
+        )
+    return ctx.settings.webhook_secret
 
 
 async def _find(ctx: ServiceContext, caller: Principal, job_id: str):
@@ -183,8 +189,4 @@ async def stats(ctx: Context, caller: Caller, tenant: Tenant = None) -> dict:
 @router.get("/webhook-secret", tags=["service"], responses=_ERRORS)
 async def webhook_secret(ctx: Context, caller: Caller) -> dict:
     """The key this tenant's webhooks are signed with (derived per tenant; not stored)."""
-    if not ctx.settings.webhook_secret:
-        raise InvalidParameter(
-            "Webhooks are off on this service (it has no STT_WEBHOOK_SECRET).", code="webhooks_disabled"
-        )
-    return {"tenant": caller.tenant, "secret": tenant_secret(ctx.settings.webhook_secret, caller.tenant)}
+    return {"tenant": caller.tenant, "secret": tenant_secret(webhook_master_secret(ctx), caller.tenant)}
