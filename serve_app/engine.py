@@ -18,7 +18,7 @@ import numpy as np
 
 from serve_app.alignment import AlignmentUnavailable
 from serve_app.audio import SAMPLE_RATE, Chunk, PreparedAudio, loud_frames
-from serve_app.packing import FRAMES_PER_SECOND, ChunkJob, lay_out, pack, unpack
+from serve_app.packing import FRAMES_PER_SECOND, ChunkJob, lay_out, left_out, pack, unpack
 from serve_app.transcript import DecodeOptions, Segment, Transcript, Word
 from serve_app.words import APPEND_PUNCTUATION, PREPEND_PUNCTUATION, compression_ratio, snap_words, split_sentences
 
@@ -35,6 +35,7 @@ class BatchStats:
     chunks: int = 0  # speech chunks decoded
     windows: int = 0  # 30 s encoder inputs they took (fewer than chunks when packed)
     largest_batch: int = 0
+    redecoded: int = 0  # members of shared windows Whisper left out, decoded again alone
     requests_per_call: list[int] = field(default_factory=list)
 
     def record(self, windows: int, requests: int, chunks: int) -> None:
@@ -276,14 +277,25 @@ class WhisperEngine:
         words = opts.word_timestamps or opts.timestamps
         decoded = self.decode(features, opts, list(chunks), align=[words or len(u) > 1 for u in units])
         tokenizer = self._tokenizer(opts.task, opts.language or "en")
+        again: list[ChunkJob] = []
         for unit, segment, starts in zip(units, decoded, offsets):
             if starts is None:
                 unit[0].segment = segment
-            elif segment is not None:
-                for job, part in zip(unit, unpack(segment, [(s, j.chunk) for s, j in zip(starts, unit)], tokenizer)):
-                    job.segment = part
+                continue
+            members = [(s, j.chunk) for s, j in zip(starts, unit)]
+            parts = unpack(segment, members, tokenizer) if segment is not None else [None] * len(unit)
+            for job, part in zip(unit, parts):
+                job.segment = part
+            again += left_out(unit, parts)
         with self._stats_lock:
             self.stats.record(len(units), len({j.request for u in units for j in u}), sum(len(u) for u in units))
+        if again:
+            # What Whisper left out of a shared window, decoded alone (packing.left_out).
+            with self._stats_lock:
+                self.stats.redecoded += len(again)
+            log.info("%d of %d packed chunks decoded again alone", len(again), sum(len(u) for u in units))
+            for start in range(0, len(again), self.decode_batch_size):
+                self._decode_units([[job] for job in again[start : start + self.decode_batch_size]], opts)
 
     def _finish(self, segments: list[Segment], audio: PreparedAudio, options: DecodeOptions, language: str):
         """A request's segments as asked for: better word times, sentences, words or not."""

@@ -90,6 +90,7 @@ class BatchedTranscriber:
             "chunks": stats.chunks,
             "windows": stats.windows,
             "largest_batch": stats.largest_batch,
+            "redecoded": stats.redecoded,
             "requests_per_call": list(stats.requests_per_call),
             "batch_sizes": list(self.batcher.batches),  # in windows, as the batcher counts them
             "queued": self.batcher.queued,
