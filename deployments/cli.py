@@ -24,6 +24,13 @@ def _prepare_models(names: list[str] | None = None) -> None:
         print(f"{name}: {catalog.resolve(name)}")
 
 
+LATENCY_BUCKETS_MS = ",".join(
+    str(ms)
+    for ms in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000, 120000, 300000, 600000)
+    + (1200000, 1800000, 3600000, 7200000, 14400000)
+)
+
+
 def local_cluster_env(proxy: str = "haproxy", *, free_ports: bool = False) -> None:
     """Environment for a Ray cluster this process starts (``make run``, the bench, the tests).
 
@@ -38,6 +45,9 @@ def local_cluster_env(proxy: str = "haproxy", *, free_ports: bool = False) -> No
     # (0.22 of 10.8 CPU seconds in a bench pass). Twice a second is plenty for one machine:
     # autoscaling metrics arrive every 10 s; it costs deploys and restarts up to 0.4 s.
     os.environ.setdefault("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5")
+    # Serve's request latency histograms stop at 10 minutes by default; a transcription of a
+    # long recording takes longer (serve_config.yaml sets the same for its replicas).
+    os.environ.setdefault("RAY_SERVE_REQUEST_LATENCY_BUCKETS_MS", LATENCY_BUCKETS_MS)
     if proxy == "haproxy":
         # HAProxy (its binary ships with ray[serve]) forwards each request straight to the
         # Ingress replica's own HTTP server instead of through the Python proxy actor: health
@@ -73,15 +83,20 @@ def _serve(args: argparse.Namespace) -> None:
     if not os.environ.get("RAY_ADDRESS"):
         local_cluster_env(settings.proxy)
     # A local cluster picks a free GCS port (never Redis's 6379); RAY_ADDRESS joins an existing one.
+    local = not os.environ.get("RAY_ADDRESS")
     ray.init(
-        address=os.environ.get("RAY_ADDRESS"),
+        # "local": a cluster of its own even when another runs on the box (ray start)
+        address=os.environ.get("RAY_ADDRESS") or "local",
         include_dashboard=False,
         log_to_driver=args.verbose,
         runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
+        **({"_metrics_export_port": settings.metrics_port or None} if local else {}),
     )
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_app({}), name=APP_NAME, route_prefix="/", blocking=False)
     print(f"speechtotext is serving on http://{settings.host}:{settings.port} (Ctrl-C stops it)", flush=True)
+    if local and settings.metrics_port:
+        print(f"Prometheus metrics on port {settings.metrics_port} (/metrics)", flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:

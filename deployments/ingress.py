@@ -9,12 +9,14 @@ import os
 import uuid
 
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve import Application
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from deployments.metrics import install_ray_metrics
 from deployments.profiles import IngressProfile
-from serve_app.errors import Overloaded, unwrap
+from serve_app.errors import ModelUnavailable, Overloaded, unwrap
 from serve_app.preprocess import PrepareOptions
 from serve_app.schemas import TranscriptionResult
 from serve_app.settings import Settings
@@ -29,15 +31,60 @@ def _client_error(exc: Exception) -> BaseException:
     if isinstance(cause, (BackPressureError, DeploymentUnavailableError)):
         # A queue is full (max_queued_requests): tell the client to come back, now.
         return Overloaded("The service is at capacity; retry in a few seconds.")
+    if isinstance(cause, (RayActorError, ActorUnavailableError)):
+        # The replica doing the work died (its node went away) or cannot be reached now.
+        return ModelUnavailable("The replica working on this request went away; retry in a few seconds.")
     return cause
+
+
+class ReplicaWatch:
+    """Which models have no running Transcriber replica, asked of the Serve controller every
+    ``period`` seconds (about 30 ms a call), so that sync requests for them get a 503 at once
+    instead of waiting in the handle until a replica comes back."""
+
+    def __init__(self, deployments: dict[str, str], period: float = 2.0):
+        self.deployments = deployments  # model -> deployment name
+        self.period = period
+        self._unavailable: set[str] = set()
+        self._task: asyncio.Task | None = None
+
+    def unavailable(self) -> set[str]:
+        """Called on the replica's event loop; the first call starts the watch there."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return self._unavailable
+
+    async def _run(self) -> None:
+        app = serve.get_replica_context().app_name
+        while True:
+            try:
+                status = await asyncio.to_thread(serve.status)
+                deployments = status.applications[app].deployments
+                self._unavailable = {
+                    model
+                    for model, name in self.deployments.items()
+                    if name in deployments and not deployments[name].replica_states.get("RUNNING", 0)
+                }
+            except Exception:  # the controller restarting: keep the last answer
+                log.warning("replica watch: no status from the Serve controller", exc_info=True)
+            await asyncio.sleep(self.period)
 
 
 class RayBackend:
     """TranscriptionBackend over deployment handles."""
 
-    def __init__(self, preprocessor: DeploymentHandle, transcribers: dict[str, DeploymentHandle]):
+    def __init__(
+        self,
+        preprocessor: DeploymentHandle,
+        transcribers: dict[str, DeploymentHandle],
+        watch: ReplicaWatch | None = None,
+    ):
         self.preprocessor = preprocessor
         self.transcribers = transcribers
+        self.watch = watch
+
+    def unavailable(self) -> set[str]:
+        return self.watch.unavailable() if self.watch else set()
 
     async def transcribe(self, audio: bytes, model: str, options: DecodeOptions, prepare: PrepareOptions):
         # The prepared audio goes from Preprocessor to Transcriber through the object store,
@@ -63,7 +110,12 @@ class RayBackend:
                 parts.cancel()  # the client went away: stop the Transcriber's work for it
 
 
-def service_of(cfg: Settings, preprocessor: DeploymentHandle, transcribers: dict[str, DeploymentHandle]):
+def service_of(
+    cfg: Settings,
+    preprocessor: DeploymentHandle,
+    transcribers: dict[str, DeploymentHandle],
+    watch: ReplicaWatch | None = None,
+):
     """The TranscriptionService of a replica: jobs in PostgreSQL and the BlobStore, audio to the
     deployments behind the handles."""
     from serve_app.blobs import BlobStore
@@ -75,7 +127,7 @@ def service_of(cfg: Settings, preprocessor: DeploymentHandle, transcribers: dict
     store = JobStore(cfg.database_url, min_size=cfg.db_pool_min, max_size=cfg.db_pool_max)
     jobs = JobService(store, BlobStore.from_settings(cfg), max_attempts=cfg.job_max_attempts)
     catalog = ModelCatalog.load(cfg.catalog_path, cfg.cache_dir)
-    return TranscriptionService(cfg, catalog, RayBackend(preprocessor, transcribers), jobs)
+    return TranscriptionService(cfg, catalog, RayBackend(preprocessor, transcribers, watch), jobs)
 
 
 def _renice_threads(nice: int) -> None:
@@ -111,11 +163,15 @@ class Ingress:
         from serve_app.api import create_app
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+        install_ray_metrics()
         if nice:
             _renice_threads(nice)
         # `worker` is bound here only so that Serve deploys the JobWorker; jobs reach it
         # through PostgreSQL, never through this handle.
-        self.service = service_of(Settings(**settings), preprocessor, transcribers)
+        from deployments.transcriber import transcriber_name
+
+        watch = ReplicaWatch({model: transcriber_name(model) for model in transcribers})
+        self.service = service_of(Settings(**settings), preprocessor, transcribers, watch)
         self.api = create_app(self.service)
         # Which replica answered (x-stt-replica on every response): for operators and tests.
         self.api.state.replica = serve.get_replica_context().replica_id.unique_id
@@ -133,13 +189,24 @@ class Ingress:
         trusted: it names its tenant, and no key or rate limit applies.
         """
         from serve_app.auth import Principal, check_tenant
+        from serve_app.errors import ServiceError
+        from serve_app.metrics import METRICS
         from serve_app.request import TranscriptionRequest
 
-        service = self.service
-        resolved = service.resolve(TranscriptionRequest.parse(**options))
-        caller = Principal(check_tenant(tenant or service.settings.default_user))
-        upload = service.upload(audio, filename)
-        return await service.transcribe(resolved, upload, caller=caller, request_id=f"handle-{uuid.uuid4().hex}")
+        service, status, model = self.service, 500, ""
+        try:
+            resolved = service.resolve(TranscriptionRequest.parse(**options))
+            model = resolved.model  # a served model's name: a bounded label, unlike what was asked
+            caller = Principal(check_tenant(tenant or service.settings.default_user))
+            upload = service.upload(audio, filename)
+            result = await service.transcribe(resolved, upload, caller=caller, request_id=f"handle-{uuid.uuid4().hex}")
+            status = 200
+            return result
+        except ServiceError as exc:
+            status = exc.status_code
+            raise
+        finally:
+            METRICS.request("handle:transcribe", model, status)
 
     async def batch_stats(self) -> dict[str, dict]:
         transcribers = self.service.backend.transcribers

@@ -10,6 +10,7 @@ from pathlib import Path
 from ray import serve
 from ray.serve import Application
 
+from deployments.metrics import install_ray_metrics
 from deployments.profiles import TranscriberProfile
 from serve_app.audio import PreparedAudio
 from serve_app.settings import Settings
@@ -38,6 +39,7 @@ class Transcriber:
         from serve_app.backend import load_transcriber
         from serve_app.catalog import ModelCatalog
 
+        install_ray_metrics()
         cfg, options = Settings(**settings), TranscriberProfile(**profile)
         if options.nice:
             # Decoding takes whatever CPU is left; the API, Preprocessor and JobWorker (also

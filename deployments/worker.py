@@ -10,6 +10,7 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from deployments.ingress import service_of
+from deployments.metrics import install_ray_metrics
 from deployments.profiles import WorkerProfile
 from serve_app.settings import Settings
 
@@ -23,6 +24,7 @@ class JobWorker:
         from serve_app.worker import JobWorker as Worker
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+        install_ray_metrics()
         cfg = Settings(**settings)
         self.worker = Worker(
             service_of(cfg, preprocessor, transcribers),

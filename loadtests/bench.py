@@ -161,6 +161,7 @@ def start_service(data_dir: str) -> tuple[str, callable]:
     root = str(Path(__file__).resolve().parents[1])
     local_cluster_env(free_ports=True)  # as `make run` (deployments/cli.py) starts it
     ray.init(
+        address="local",
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "PYTHONPATH": root}},

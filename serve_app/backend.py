@@ -29,6 +29,11 @@ class TranscriptionBackend(Protocol):
         """The transcript in consecutive parts, each as soon as it is decoded."""
         ...
 
+    def unavailable(self) -> set[str]:
+        """Models that cannot transcribe right now (no replica runs); sync requests for them
+        are refused with 503 at once instead of waiting."""
+        ...
+
 
 def load_transcriber(
     settings: Settings, catalog: ModelCatalog, model: str, *, cpu_threads: int, workers: int, limits=None
@@ -49,6 +54,7 @@ def load_transcriber(
         decode_batch_size=limits.decode_batch_size,
         aligner=Aligner(settings.align_models, settings.resolved_device) if settings.align_models else None,
         pack=settings.pack_short_chunks,
+        name=model,
     )
     return BatchedTranscriber(engine, limits)
 
@@ -81,6 +87,9 @@ class LocalBackend:
             if self._preprocessor is None:
                 self._preprocessor = AudioPreprocessor(self.settings.vad_method, self.settings.max_audio_seconds)
         return self._preprocessor.prepare(audio, prepare)
+
+    def unavailable(self) -> set[str]:
+        return set()  # loaded in this process on first use
 
     async def transcribe(self, audio, model, options, prepare) -> Transcript:
         prepared = await asyncio.to_thread(self._prepare, audio, prepare)

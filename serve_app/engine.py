@@ -18,6 +18,7 @@ import numpy as np
 
 from serve_app.alignment import AlignmentUnavailable
 from serve_app.audio import SAMPLE_RATE, Chunk, PreparedAudio, loud_frames
+from serve_app.metrics import METRICS
 from serve_app.packing import FRAMES_PER_SECOND, ChunkJob, lay_out, left_out, pack, unpack
 from serve_app.transcript import DecodeOptions, Segment, Transcript, Word
 from serve_app.words import APPEND_PUNCTUATION, PREPEND_PUNCTUATION, compression_ratio, snap_words, split_sentences
@@ -61,6 +62,7 @@ class WhisperEngine:
         decode_batch_size: int,  # windows per generate call (BatchLimits; reset live by set_limits)
         aligner=None,  # serve_app.alignment.Aligner: WhisperX word times where it has a model
         pack: bool = True,
+        name: str = "",  # the catalog's name of the model, for metrics
     ):
         # Imported here: torch and CTranslate2 take seconds to import and the API never needs them.
         from faster_whisper.tokenizer import Tokenizer
@@ -76,6 +78,7 @@ class WhisperEngine:
             local_files_only=True,
         )
         self.multilingual = multilingual
+        self.name = name
         self.workers = num_workers
         self.aligner = aligner
         self.pack = pack
@@ -287,12 +290,15 @@ class WhisperEngine:
             for job, part in zip(unit, parts):
                 job.segment = part
             again += left_out(unit, parts)
+        requests = len({j.request for u in units for j in u})
         with self._stats_lock:
-            self.stats.record(len(units), len({j.request for u in units for j in u}), sum(len(u) for u in units))
+            self.stats.record(len(units), requests, sum(len(u) for u in units))
+        METRICS.decode_call(self.name, len(units), requests)
         if again:
             # What Whisper left out of a shared window, decoded alone (packing.left_out).
             with self._stats_lock:
                 self.stats.redecoded += len(again)
+            METRICS.redecoded(self.name, len(again))
             log.info("%d of %d packed chunks decoded again alone", len(again), sum(len(u) for u in units))
             for start in range(0, len(again), self.decode_batch_size):
                 self._decode_units([[job] for job in again[start : start + self.decode_batch_size]], opts)

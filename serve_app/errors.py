@@ -64,7 +64,8 @@ class InvalidParameter(ServiceError):
 
 
 class ModelUnavailable(ServiceError):
-    """A catalog model whose weights cannot be found or assembled on this machine."""
+    """A model that cannot transcribe now: its weights are missing on this machine, or no
+    replica of it runs (its node is gone); the latter passes."""
 
     status_code = 503
     code = "model_unavailable"

@@ -8,8 +8,11 @@ from collections.abc import AsyncIterator
 
 from serve_app.blobs import BlobNotFound, BlobStore
 from serve_app.jobstore import Job, JobStore
+from serve_app.metrics import METRICS
 from serve_app.request import Resolved
 from serve_app.schemas import TranscriptionResult
+
+SYNC_OWNER = "sync:"  # lease owner of a job run by the request that made it (not a JobWorker)
 
 
 def audio_key(tenant: str, job_id: uuid.UUID, filename: str) -> str:
@@ -110,12 +113,20 @@ class JobService:
             language=result.language,
             processing_seconds=result.processing_time,
         )
-        if done is None and await self.store.get(job.id) is None:
-            await self.blobs.delete(key)
+        if done is None:
+            if await self.store.get(job.id) is None:
+                await self.blobs.delete(key)
+            return None
+        kind = "sync" if owner.startswith(SYNC_OWNER) else "async"
+        METRICS.transcribed(result.model, kind, result.duration, result.processing_time)
+        METRICS.job_finished("COMPLETED")
         return done
 
     async def fail(self, job: Job, owner: str, reason: str, *, retry: bool) -> Job | None:
-        return await self.store.fail(job.id, owner, reason, retry=retry)
+        failed = await self.store.fail(job.id, owner, reason, retry=retry)
+        if failed is not None:
+            METRICS.job_finished("FAILED" if failed.status == "FAILED" else "RETRIED")
+        return failed
 
     async def result(self, job: Job) -> TranscriptionResult | None:
         if job.status != "COMPLETED" or not job.result_key:

@@ -26,6 +26,7 @@ import asyncpg
 from serve_app import queries
 from serve_app.errors import InvalidParameter, ServiceError
 from serve_app.limits import RateLimited
+from serve_app.metrics import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +149,13 @@ class JobStore:
             async with pool.acquire(timeout=10) as conn:
                 yield conn
         except _UNAVAILABLE as exc:
+            METRICS.database_error("unavailable")
             raise DatabaseUnavailable(
                 f"The job database is unavailable ({type(exc).__name__}); retry shortly."
             ) from exc
+        except asyncpg.PostgresError as exc:
+            METRICS.database_error(type(exc).__name__)  # a bounded set: asyncpg's error classes
+            raise
 
     async def ping(self) -> bool:
         try:
@@ -327,6 +332,11 @@ class JobStore:
         async with self.connection() as conn:
             status = await conn.execute(queries.RENEW, job_id, owner, float(lease_s), progress)
         return status.endswith(" 1")
+
+    async def release(self, job_id: uuid.UUID, owner: str) -> bool:
+        """Give a running job back to the queue (a worker stopping), its attempt not counted."""
+        async with self.connection() as conn:
+            return await conn.fetchval(queries.RELEASE, job_id, owner, NOTIFY_CHANNEL) is not None
 
     async def complete(
         self,

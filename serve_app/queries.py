@@ -77,6 +77,16 @@ used AS (
     SELECT user_id, (now() AT TIME ZONE 'UTC')::date, COALESCE(duration_seconds, 0) FROM done
     ON CONFLICT (tenant, day) DO UPDATE SET audio_seconds = u.audio_seconds + EXCLUDED.audio_seconds)
 SELECT * FROM done"""
+# A worker that stops gracefully hands its job back: queued again at once, the attempt not
+# counted (it was not the job's fault), and the workers woken in the same statement.
+RELEASE = """
+WITH released AS (
+    UPDATE transcription_jobs
+    SET status = 'PENDING', attempts = greatest(attempts - 1, 0), lease_owner = NULL,
+        lease_expires_at = NULL, updated_at = now()
+    WHERE id = $1 AND lease_owner = $2 AND status = 'PROCESSING' AND NOT is_sync
+    RETURNING id)
+SELECT pg_notify($3, id::text) FROM released"""
 FAIL = """
 UPDATE transcription_jobs
 SET status = CASE WHEN $4 AND attempts < max_attempts THEN 'PENDING' ELSE 'FAILED' END,

@@ -21,8 +21,8 @@ from serve_app.auth import Principal
 from serve_app.backend import TranscriptionBackend
 from serve_app.blobs import BlobNotFound
 from serve_app.catalog import ModelCatalog, ModelSpec
-from serve_app.errors import ServiceError, UnknownModel
-from serve_app.jobs import JobService
+from serve_app.errors import ModelUnavailable, ServiceError, UnknownModel
+from serve_app.jobs import SYNC_OWNER, JobService
 from serve_app.jobstore import Job
 from serve_app.request import Resolved, TranscriptionRequest
 from serve_app.schemas import TranscriptionResult
@@ -75,13 +75,16 @@ class TranscriptionService:
         self, resolved: Resolved, upload: AudioUpload, *, caller: Principal, request_id: str
     ) -> TranscriptionResult:
         """Transcribe now, as ``caller``'s tenant; the job row ends COMPLETED or FAILED."""
+        self._check_available(resolved.model)
         audio = await upload.read()
         started = time.perf_counter()
         job = await self._record(resolved, upload.filename, len(audio), caller, request_id)
         try:
             transcript = await self.backend.transcribe(audio, resolved.model, resolved.decode, resolved.prepare)
         except BaseException as exc:
-            await self._fail(job, request_id, exc)
+            # Shielded: a client that went away cancels this request, and Serve may cancel it
+            # again; the row must still end FAILED now, not PROCESSING until its lease expires.
+            await asyncio.shield(self._fail(job, request_id, exc))
             raise
         return await self._complete(job, request_id, transcript, resolved.model, started)
 
@@ -89,6 +92,7 @@ class TranscriptionService:
         self, resolved: Resolved, upload: AudioUpload, *, caller: Principal, request_id: str
     ) -> AsyncIterator[Transcript]:
         """Like ``transcribe``, but yields the transcript part by part as it is decoded."""
+        self._check_available(resolved.model)
         audio = await upload.read()
         started = time.perf_counter()
         job = await self._record(resolved, upload.filename, len(audio), caller, request_id)
@@ -131,6 +135,15 @@ class TranscriptionService:
         transcript = await self.backend.transcribe(audio, resolved.model, resolved.decode, resolved.prepare)
         return self._result(transcript, str(job.id), job.model, started)
 
+    def _check_available(self, model: str) -> None:
+        """A sync request for a model with no running replica is refused now, not left waiting
+        for one (an async job waits in the queue instead)."""
+        if model in self.backend.unavailable():
+            raise ModelUnavailable(
+                f"Model '{model}' has no running replica right now; retry in a few seconds, "
+                "or submit an asynchronous job (sync=false), which waits for it."
+            )
+
     # -- recording ---------------------------------------------------------------------------
     def _jobs(self) -> JobService:
         if self.jobs is None:
@@ -172,4 +185,4 @@ class TranscriptionService:
 
 
 def _owner(request_id: str) -> str:
-    return f"sync:{request_id}"
+    return f"{SYNC_OWNER}{request_id}"

@@ -25,6 +25,13 @@ class Settings(BaseSettings):
         description="HTTP front of a local cluster: HAProxy (bundled with ray[serve]) forwarding "
         "straight to the Ingress replica, or Serve's Python proxy actor.",
     )
+    metrics_port: int = Field(
+        8080,
+        ge=0,
+        le=65535,
+        description="Prometheus port of the local cluster `stt serve` starts (Ray's metrics agent: "
+        "ray_stt_* and ray_serve_*); 0: any free port. On a cluster: `ray start --metrics-export-port`.",
+    )
     profile: Literal["cpu", "gpu", "cluster"] = Field(
         "cpu", description="Deployment profile: resources and batch limits (configs/profiles/)."
     )

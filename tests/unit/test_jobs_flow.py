@@ -343,3 +343,48 @@ async def test_the_request_id_is_carried_into_the_job_row_and_its_webhook(servic
     generated = await client.post("/api/v1/transcriptions", files={"file": ("g.wav", audio("harvard_05.wav"))})
     view = (await client.get(f"/api/v1/transcriptions/{generated.json()['id']}")).json()
     assert view["request_id"] == generated.headers["x-request-id"]  # none given: the one generated
+
+
+async def test_a_worker_that_stops_hands_its_job_back_without_spending_an_attempt(service):
+    client, store, _, worker, svc = service
+    job_id = await submit(client, "harvard_long.flac")
+    deadline = time.monotonic() + 60
+    while (await client.get(f"/api/v1/transcriptions/{job_id}")).json()["status"] != "PROCESSING":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await worker.close()  # what Serve's scale-down does to a JobWorker replica
+    row = await store.get(uuid.UUID(job_id))
+    assert (row.status, row.attempts, row.lease_owner) == ("PENDING", 0, None)
+
+    successor = JobWorker(svc, lease_seconds=10, poll_seconds=0.5)
+    loop = asyncio.create_task(successor.run())
+    try:
+        body = await wait_done(client, job_id)
+    finally:
+        loop.cancel()
+        await successor.close()
+    assert body["status"] == "COMPLETED" and body["attempts"] == 1
+    assert wer(transcripts()["harvard_long.flac"], body["result"]["text"]) < 15
+
+
+async def test_a_job_whose_replica_died_is_tried_again_not_failed(service, local_backend):
+    """A replica dying with its node reaches the worker as a 503 ``ModelUnavailable`` (what
+    deployments.ingress maps Ray's actor errors to); in one process that is simulated by a
+    backend that fails the first call so. The job goes back to the queue and completes."""
+    from serve_app.errors import ModelUnavailable
+
+    client, *_, svc = service
+    real, calls = local_backend.transcribe, []
+
+    async def first_call_loses_its_replica(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ModelUnavailable("The replica working on this request went away; retry in a few seconds.")
+        return await real(*args)
+
+    svc.backend.transcribe = first_call_loses_its_replica
+    try:
+        body = await wait_done(client, await submit(client, "harvard_03.wav"))
+    finally:
+        del svc.backend.transcribe
+    assert body["status"] == "COMPLETED" and body["attempts"] == 2, body

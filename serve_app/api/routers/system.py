@@ -12,10 +12,17 @@ router = APIRouter(prefix="/api/v1", tags=["service"])
 
 @router.get("/health")
 async def health(ctx: Context) -> dict:
+    """Liveness (always 200 while this replica answers): ``status`` is ``degraded`` while the
+    database or a model is unavailable."""
     body = {"status": "ok", "models": ctx.served, "device": ctx.settings.resolved_device}
     if ctx.service.jobs is not None:
         # Sync transcription needs the database too (every request is recorded as a job).
         body["database"] = "ok" if await ctx.service.jobs.store.ping() else "unavailable"
+    missing = sorted(ctx.service.backend.unavailable())
+    if missing:
+        body["unavailable_models"] = missing
+    if missing or body.get("database") == "unavailable":
+        body["status"] = "degraded"
     return body
 
 
