@@ -25,7 +25,7 @@ test: env
 
 # Fast tests of serve_app without Ray.
 test-unit: env
-	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/python -m pytest -m "not serve" $(PYTEST_ARGS)
+	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/python -m pytest -m "not serve and not cluster" $(PYTEST_ARGS)
 
 # Formatter and linter (ruff, configured in pyproject.toml); CI runs `make lint`.
 lint: env

@@ -48,26 +48,30 @@ class ReplicaWatch:
         self._unavailable: set[str] = set()
         self._task: asyncio.Task | None = None
 
+    async def start(self) -> None:
+        """A first look now, then the watch in the background (on the replica's event loop)."""
+        await self._look()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
     def unavailable(self) -> set[str]:
-        """Called on the replica's event loop; the first call starts the watch there."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
         return self._unavailable
 
+    async def _look(self) -> None:
+        try:
+            status = await asyncio.to_thread(serve.status)
+            deployments = status.applications[serve.get_replica_context().app_name].deployments
+            self._unavailable = {
+                model
+                for model, name in self.deployments.items()
+                if name in deployments and not deployments[name].replica_states.get("RUNNING", 0)
+            }
+        except Exception:  # the controller restarting: keep the last answer
+            log.warning("replica watch: no status from the Serve controller", exc_info=True)
+
     async def _run(self) -> None:
-        app = serve.get_replica_context().app_name
         while True:
-            try:
-                status = await asyncio.to_thread(serve.status)
-                deployments = status.applications[app].deployments
-                self._unavailable = {
-                    model
-                    for model, name in self.deployments.items()
-                    if name in deployments and not deployments[name].replica_states.get("RUNNING", 0)
-                }
-            except Exception:  # the controller restarting: keep the last answer
-                log.warning("replica watch: no status from the Serve controller", exc_info=True)
             await asyncio.sleep(self.period)
+            await self._look()
 
 
 class RayBackend:
@@ -152,7 +156,7 @@ def _renice_threads(nice: int) -> None:
 class Ingress:
     """HTTP (FastAPI) and Python entry point."""
 
-    def __init__(
+    async def __init__(
         self,
         preprocessor: DeploymentHandle,
         transcribers: dict[str, DeploymentHandle],
@@ -160,6 +164,7 @@ class Ingress:
         worker: DeploymentHandle | None = None,
         nice: int = 0,
     ):
+        from deployments.transcriber import transcriber_name
         from serve_app.api import create_app
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -168,9 +173,8 @@ class Ingress:
             _renice_threads(nice)
         # `worker` is bound here only so that Serve deploys the JobWorker; jobs reach it
         # through PostgreSQL, never through this handle.
-        from deployments.transcriber import transcriber_name
-
         watch = ReplicaWatch({model: transcriber_name(model) for model in transcribers})
+        await watch.start()
         self.service = service_of(Settings(**settings), preprocessor, transcribers, watch)
         self.api = create_app(self.service)
         # Which replica answered (x-stt-replica on every response): for operators and tests.

@@ -16,6 +16,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/serve/" in str(item.fspath):
             item.add_marker(pytest.mark.serve)
+        if "/cluster/" in str(item.fspath):
+            item.add_marker(pytest.mark.cluster)
 
 
 @pytest.fixture(scope="session")

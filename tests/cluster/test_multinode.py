@@ -1,0 +1,340 @@
+"""A real Ray cluster of two nodes on this machine, the app deployed on it from a config file.
+
+The head (``ray start --head``, resource ``cpu_work``) takes HTTP, the Preprocessor and the
+JobWorker; a worker node (``ray start --address``, resource ``transcriber``) the Transcriber:
+the cluster profile's placement. Jobs live in the machine's PostgreSQL (127.0.0.1:5432) and
+blobs on a real S3-protocol server (moto), as a multi-node deploy needs. Then the worker node
+is killed (every process of it, SIGKILL) in the middle of a batch of async jobs and started
+again: every accepted job completes, and none twice.
+
+Both nodes share this machine's ports, so only the head runs an HTTP proxy (``HeadOnly``); on
+machines of their own ``proxy_location: EveryNode`` (serve_config.yaml) gives each node one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+import psutil
+import pytest
+import yaml
+
+from deployments.cli import free_port
+from testkit.speech import audio, transcripts, wer
+from tests.webhook_receiver import WebhookReceiver
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+WEBHOOK_SECRET = "cluster-test-webhook-secret"
+APP = "speechtotext"
+
+
+@dataclass
+class Node:
+    """One ``ray start --block`` and every process it starts; stopped by its own ids."""
+
+    name: str
+    args: list[str]
+    env: dict
+    log: Path
+    process: subprocess.Popen | None = None
+    node_id: str = ""
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                [str(BIN / "ray"), "start", "--block", *self.args],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def processes(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill(self) -> int:
+        """The node dies at once, as a machine that loses power: SIGKILL to all of it."""
+        procs = self.processes()
+        for proc in procs:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=30)
+        return len(procs)
+
+    def stop(self) -> None:
+        procs = self.processes()
+        for proc in procs:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=30)
+        for proc in alive:
+            proc.kill()
+
+
+@dataclass
+class Cluster:
+    url: str
+    dashboard: str
+    database_url: str
+    head: Node
+    worker: Node
+    receiver: WebhookReceiver
+    nodes_seen: set[str] = field(default_factory=set)
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 120), **kw)
+
+    def alive_nodes(self) -> list[dict]:
+        from ray.util.state import list_nodes
+
+        return [n for n in list_nodes(address=self.dashboard) if n.state == "ALIVE"]
+
+    def replicas(self, deployment: str) -> list:
+        from ray.util.state import list_actors
+
+        name = f"ServeReplica:{APP}:{deployment}"
+        return list_actors(address=self.dashboard, filters=[("class_name", "=", name), ("state", "=", "ALIVE")])
+
+    def application(self) -> dict:
+        response = httpx.get(f"{self.dashboard}/api/serve/applications/", timeout=30)
+        response.raise_for_status()
+        return response.json()["applications"].get(APP, {})
+
+    def rows(self, ids: list[str]) -> dict[str, asyncpg.Record]:
+        async def fetch():
+            conn = await asyncpg.connect(self.database_url)
+            try:
+                jobs = await conn.fetch(
+                    "SELECT id, status, attempts FROM transcription_jobs WHERE id = ANY($1::uuid[])",
+                    [uuid.UUID(i) for i in ids],
+                )
+                completions = await conn.fetch(
+                    "SELECT job_id, count(*) AS n FROM webhook_deliveries "
+                    "WHERE event = 'job.completed' AND delivered AND job_id = ANY($1::uuid[]) GROUP BY job_id",
+                    [uuid.UUID(i) for i in ids],
+                )
+            finally:
+                await conn.close()
+            return {str(r["id"]): r for r in jobs}, {str(r["job_id"]): r["n"] for r in completions}
+
+        return asyncio.run(fetch())
+
+
+def _wait(what: str, check, timeout: float, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except AssertionError:
+            raise
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+
+
+def _config(cluster_args: dict, port: int) -> dict:
+    """serve_config.yaml, as a cluster operator would adapt it."""
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    config["proxy_location"] = "HeadOnly"
+    config["http_options"]["port"] = port
+    app = config["applications"][0]
+    app["args"] = {**app["args"], **cluster_args}
+    return config
+
+
+@pytest.fixture(scope="module")
+def cluster(keyed_dsn, s3_server, tmp_path_factory):
+    work = tmp_path_factory.mktemp("cluster")
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    env.pop("RAY_ADDRESS", None)
+    gcs, dashboard, http = free_port(), free_port(), free_port()
+
+    def ports() -> list[str]:  # each node's own: they share this machine
+        names = ["dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port"]
+        return [arg for name in [*names, "metrics-export-port"] for arg in (f"--{name}", str(free_port()))]
+
+    head = Node(
+        "head",
+        ["--head", f"--port={gcs}", "--num-cpus=4", '--resources={"cpu_work": 4}', "--include-dashboard=true"]
+        + [f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}", *ports()],
+        env,
+        work / "head.log",
+    )
+    worker = Node(
+        "worker",
+        [f"--address=127.0.0.1:{gcs}", "--num-cpus=2", '--resources={"transcriber": 1}', *ports()],
+        env,
+        work / "worker.log",
+    )
+    receiver = WebhookReceiver()
+    running = Cluster(f"http://127.0.0.1:{http}", f"http://127.0.0.1:{dashboard}", keyed_dsn, head, worker, receiver)
+    try:
+        head.start()
+        _wait("the head's dashboard", lambda: httpx.get(f"{running.dashboard}/api/version", timeout=5).is_success, 120)
+        worker.start()
+        nodes = _wait("two nodes", lambda: len(running.alive_nodes()) == 2 and running.alive_nodes(), 120)
+        for node in nodes:
+            (head if node.is_head_node else worker).node_id = node.node_id
+        config = _config(
+            {
+                "profile": "cluster",
+                "models": ["tiny.en"],
+                "database_url": keyed_dsn,
+                "blob_url": f"s3://{s3_server['bucket']}/cluster",
+                "s3_endpoint_url": s3_server["endpoint"],
+                "s3_region": "us-east-1",
+                "s3_access_key": "testing",
+                "s3_secret_key": "testing",
+                "lease_seconds": 6,
+                "worker_poll_seconds": 1,
+                "webhook_secret": WEBHOOK_SECRET,
+                "webhook_allow_hosts": ["127.0.0.1"],
+                "webhook_backoff_seconds": 0.2,
+            },
+            http,
+        )
+        path = work / "serve_config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        subprocess.run(
+            [str(BIN / "serve"), "deploy", str(path), "--address", running.dashboard],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        _wait("the app RUNNING", lambda: running.application().get("status") == "RUNNING", 600, every=3)
+        yield running
+    finally:
+        receiver.close()
+        worker.stop()
+        head.stop()
+
+
+def test_transcribers_run_on_the_worker_node_and_the_rest_on_the_head(cluster):
+    transcribers = cluster.replicas("Transcriber-tiny-en")
+    assert transcribers and all(a.node_id == cluster.worker.node_id for a in transcribers)
+    for deployment in ("Preprocessor", "JobWorker"):  # cpu_work: the head's
+        replicas = cluster.replicas(deployment)
+        assert replicas and all(a.node_id == cluster.head.node_id for a in replicas), deployment
+    assert len(cluster.replicas("Ingress")) >= 2  # the cluster profile's minimum
+    # serve status (Serve's REST API) says the same deployments run
+    deployments = cluster.application()["deployments"]
+    assert {"Ingress", "Preprocessor", "JobWorker", "Transcriber-tiny-en"} <= set(deployments)
+    assert all(d["status"] == "HEALTHY" for d in deployments.values())
+
+
+def _submit(client, name: str, hook: str) -> str:
+    response = client.post(
+        "/api/v1/transcriptions",
+        files={"file": (name, audio(name))},
+        data={"sync": "false", "webhook_url": hook},
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def _finished(cluster, ids: list[str]) -> dict[str, dict]:
+    with cluster.client() as client:
+        bodies = {i: client.get(f"/api/v1/transcriptions/{i}").json() for i in ids}
+    return bodies if all(b["status"] in ("COMPLETED", "FAILED") for b in bodies.values()) else {}
+
+
+def test_requests_through_the_head_succeed_and_async_jobs_complete(cluster):
+    with cluster.client() as client:
+        response = client.post("/api/v1/transcriptions", files={"file": ("a.wav", audio("harvard_01.wav"))})
+        assert response.status_code == 200, response.text
+        assert wer(transcripts()["harvard_01.wav"], response.json()["text"]) < 25
+        ids = [_submit(client, name, cluster.receiver.url) for name in ("harvard_02.wav", "harvard_03.wav")]
+    done = _wait("two async jobs", lambda: _finished(cluster, ids), 180)
+    for job_id, name in zip(ids, ("harvard_02.wav", "harvard_03.wav")):
+        assert done[job_id]["status"] == "COMPLETED", done[job_id]
+        assert wer(transcripts()[name], done[job_id]["result"]["text"]) < 25
+
+
+def test_killing_the_worker_node_loses_no_accepted_job_and_runs_none_twice(cluster):
+    names = [f"harvard_0{i % 8 + 1}.wav" if i % 4 else "harvard_long.flac" for i in range(12)]
+    with cluster.client() as client:
+        ids = [_submit(client, name, cluster.receiver.url) for name in names]
+        _wait(
+            "a job running",
+            lambda: any(client.get(f"/api/v1/transcriptions/{i}").json()["status"] == "PROCESSING" for i in ids),
+            60,
+            every=0.1,
+        )
+    killed = cluster.worker.kill()
+    assert killed >= 3  # ray start, the raylet and its agents, the replicas on the node
+
+    # While the node is gone a sync request may fail, but with a 503 and soon, not a hang:
+    # once Serve sees the Transcriber gone, the Ingress refuses at once.
+    def refused() -> bool:
+        with cluster.client(timeout=60) as client:
+            started = time.monotonic()
+            response = client.post("/api/v1/transcriptions", files={"file": ("a.wav", audio("harvard_01.wav"))})
+        if response.status_code == 503:
+            assert response.json()["error"]["code"] in ("model_unavailable", "overloaded"), response.text
+            assert response.headers.get("retry-after")
+            return time.monotonic() - started < 5
+        assert response.status_code in (200, 503), response.text
+        return False
+
+    _wait("a quick 503 while the worker node is gone", refused, 180, every=2)
+    with cluster.client() as client:
+        assert client.get("/api/v1/health").json()["status"] == "degraded"
+
+    cluster.worker.start()  # the node comes back; Serve places the Transcriber on it again
+    done = _wait("every accepted job", lambda: _finished(cluster, ids), 600, every=2)
+    rows, completions = cluster.rows(ids)
+    assert len(rows) == len(ids)
+    for job_id, name in zip(ids, names):
+        body = done[job_id]
+        assert body["status"] == "COMPLETED", body
+        assert wer(transcripts()[name], body["result"]["text"]) < 25, (name, body["result"]["text"])
+        assert rows[job_id]["status"] == "COMPLETED" and rows[job_id]["attempts"] <= 3
+        assert completions.get(job_id) == 1, (job_id, completions.get(job_id))  # completed once
+    delivered = [d["json"]["id"] for d in cluster.receiver.deliveries if d["json"]["event"] == "job.completed"]
+    assert sorted(set(delivered) & set(ids)) == sorted(ids)
+    assert all(delivered.count(i) == 1 for i in ids)  # no job's completion was sent twice
+    retried = sum(1 for i in ids if rows[i]["attempts"] > 1)
+    print(json.dumps({"accepted": len(ids), "completed": len(ids), "completed_twice": 0, "retried": retried}))
+
+    def served() -> httpx.Response | None:
+        with cluster.client() as client:
+            response = client.post("/api/v1/transcriptions", files={"file": ("a.wav", audio("harvard_04.wav"))})
+        return response if response.status_code == 200 else None
+
+    response = _wait("a sync request after the node came back", served, 120, every=2)  # sync works again
+    assert wer(transcripts()["harvard_04.wav"], response.json()["text"]) < 25
