@@ -49,3 +49,12 @@ def test_a_mistyped_arg_in_the_config_stops_the_build(config):
     config["applications"][0]["args"]["max_batch_sise"] = 8
     with pytest.raises(ValueError, match="unknown build_app args \\['max_batch_sise'\\]"):
         build_from_config(config)
+
+
+def test_config_deploys_get_the_same_latency_buckets_as_local_clusters(config):
+    """Serve's latency histograms reach hours wherever the app runs (its default stops at 10 min)."""
+    from deployments.cli import LATENCY_BUCKETS_MS
+
+    env = config["applications"][0]["runtime_env"]["env_vars"]
+    assert env["RAY_SERVE_REQUEST_LATENCY_BUCKETS_MS"] == LATENCY_BUCKETS_MS
+    assert float(LATENCY_BUCKETS_MS.split(",")[-1]) >= 4 * 3600 * 1000
