@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid
 
 from ray import serve
@@ -46,6 +47,7 @@ class ReplicaWatch:
         self.deployments = deployments  # model -> deployment name
         self.period = period
         self._unavailable: set[str] = set()
+        self._looked_at = 0.0
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -56,7 +58,16 @@ class ReplicaWatch:
     def unavailable(self) -> set[str]:
         return self._unavailable
 
+    async def confirm(self, model: str) -> bool:
+        """Whether ``model`` has no running replica, asked again when the last answer (which
+        says so) is older than half a second: a replica that has just started (the app
+        coming up, a node back) serves at once, not at the next look."""
+        if model in self._unavailable and time.monotonic() - self._looked_at > 0.5:
+            await self._look()
+        return model in self._unavailable
+
     async def _look(self) -> None:
+        self._looked_at = time.monotonic()
         try:
             status = await asyncio.to_thread(serve.status)
             deployments = status.applications[serve.get_replica_context().app_name].deployments
@@ -89,6 +100,9 @@ class RayBackend:
 
     def unavailable(self) -> set[str]:
         return self.watch.unavailable() if self.watch else set()
+
+    async def available(self, model: str) -> bool:
+        return not (self.watch and await self.watch.confirm(model))
 
     async def transcribe(self, audio: bytes, model: str, options: DecodeOptions, prepare: PrepareOptions):
         # The prepared audio goes from Preprocessor to Transcriber through the object store,

@@ -30,8 +30,12 @@ class TranscriptionBackend(Protocol):
         ...
 
     def unavailable(self) -> set[str]:
-        """Models that cannot transcribe right now (no replica runs); sync requests for them
-        are refused with 503 at once instead of waiting."""
+        """Models that cannot transcribe right now (no replica runs), as last seen."""
+        ...
+
+    async def available(self, model: str) -> bool:
+        """Whether ``model`` can transcribe now (checked again if it seemed not to); sync
+        requests for one that cannot are refused with 503 at once instead of waiting."""
         ...
 
 
@@ -90,6 +94,9 @@ class LocalBackend:
 
     def unavailable(self) -> set[str]:
         return set()  # loaded in this process on first use
+
+    async def available(self, model: str) -> bool:
+        return True
 
     async def transcribe(self, audio, model, options, prepare) -> Transcript:
         prepared = await asyncio.to_thread(self._prepare, audio, prepare)

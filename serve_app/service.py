@@ -75,7 +75,7 @@ class TranscriptionService:
         self, resolved: Resolved, upload: AudioUpload, *, caller: Principal, request_id: str
     ) -> TranscriptionResult:
         """Transcribe now, as ``caller``'s tenant; the job row ends COMPLETED or FAILED."""
-        self._check_available(resolved.model)
+        await self._check_available(resolved.model)
         audio = await upload.read()
         started = time.perf_counter()
         job = await self._record(resolved, upload.filename, len(audio), caller, request_id)
@@ -92,7 +92,7 @@ class TranscriptionService:
         self, resolved: Resolved, upload: AudioUpload, *, caller: Principal, request_id: str
     ) -> AsyncIterator[Transcript]:
         """Like ``transcribe``, but yields the transcript part by part as it is decoded."""
-        self._check_available(resolved.model)
+        await self._check_available(resolved.model)
         audio = await upload.read()
         started = time.perf_counter()
         job = await self._record(resolved, upload.filename, len(audio), caller, request_id)
@@ -135,10 +135,10 @@ class TranscriptionService:
         transcript = await self.backend.transcribe(audio, resolved.model, resolved.decode, resolved.prepare)
         return self._result(transcript, str(job.id), job.model, started)
 
-    def _check_available(self, model: str) -> None:
+    async def _check_available(self, model: str) -> None:
         """A sync request for a model with no running replica is refused now, not left waiting
         for one (an async job waits in the queue instead)."""
-        if model in self.backend.unavailable():
+        if not await self.backend.available(model):
             raise ModelUnavailable(
                 f"Model '{model}' has no running replica right now; retry in a few seconds, "
                 "or submit an asynchronous job (sync=false), which waits for it."
