@@ -42,6 +42,6 @@ def build_app(args: dict | None = None) -> Application:
     settings = settings.model_copy(update={"database_url": deployment_database_url(settings)})
 
     transcribers = {name: transcriber_deployment(name, profile.transcriber, settings) for name in settings.models}
-    preprocessor = preprocessor_deployment(profile.preprocessor, settings)
+    preprocessor = preprocessor_deployment(profile.preprocessor, settings, transcribers)
     worker = worker_deployment(profile.worker, settings, preprocessor, transcribers)
     return ingress_deployment(profile.ingress, settings, preprocessor, transcribers, worker)

@@ -4,38 +4,25 @@ and the options it is deployed with."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 import uuid
 
 from ray import serve
-from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve import Application
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from deployments.handles import client_error
 from deployments.metrics import install_ray_metrics
 from deployments.profiles import IngressProfile
-from serve_app.errors import ModelUnavailable, Overloaded, unwrap
 from serve_app.preprocess import PrepareOptions
 from serve_app.schemas import TranscriptionResult
 from serve_app.settings import Settings
 from serve_app.transcript import DecodeOptions
 
 log = logging.getLogger("speechtotext")
-
-
-def _client_error(exc: Exception) -> BaseException:
-    """The error to raise for a failed handle call: Ray wraps remote errors; unwrap them."""
-    cause = unwrap(exc)
-    if isinstance(cause, (BackPressureError, DeploymentUnavailableError)):
-        # A queue is full (max_queued_requests): tell the client to come back, now.
-        return Overloaded("The service is at capacity; retry in a few seconds.")
-    if isinstance(cause, (RayActorError, ActorUnavailableError)):
-        # The replica doing the work died (its node went away) or cannot be reached now.
-        return ModelUnavailable("The replica working on this request went away; retry in a few seconds.")
-    return cause
 
 
 class ReplicaWatch:
@@ -104,28 +91,21 @@ class RayBackend:
     async def available(self, model: str) -> bool:
         return not (self.watch and await self.watch.confirm(model))
 
-    async def transcribe(self, audio: bytes, model: str, options: DecodeOptions, prepare: PrepareOptions):
-        # The prepared audio goes from Preprocessor to Transcriber through the object store,
-        # never through this replica.
-        prepared = self.preprocessor.prepare.remote(audio, prepare)
-        try:
-            return await self.transcribers[model].transcribe.remote(prepared, options)
-        except Exception as exc:
-            raise _client_error(exc) from None
-
-    async def transcribe_stream(self, audio: bytes, model: str, options: DecodeOptions, prepare: PrepareOptions):
-        prepared = self.preprocessor.prepare.remote(audio, prepare)
-        parts = self.transcribers[model].options(stream=True).transcribe_stream.remote(prepared, options)
+    async def transcribe(self, source, target, options: DecodeOptions, prepare: PrepareOptions):
+        """The Preprocessor's stream of parts; the audio goes from it to the Transcriber
+        through the object store, never through this replica."""
+        items = self.preprocessor.options(stream=True).transcribe.remote(source, target, options, prepare)
         done = False
         try:
-            async for part in parts:
-                yield part
+            async for item in items:
+                yield item
             done = True
         except Exception as exc:
-            raise _client_error(exc) from None
+            raise client_error(exc) from None
         finally:
             if not done:
-                parts.cancel()  # the client went away: stop the Transcriber's work for it
+                with contextlib.suppress(Exception):
+                    items.cancel()  # the client went away: stop the work done for it
 
 
 def service_of(

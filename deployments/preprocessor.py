@@ -1,43 +1,68 @@
-"""The Preprocessor deployment (decode, normalize, VAD) and the options it is deployed with."""
+"""The Preprocessor deployment (decode, normalize, VAD, pieces to the Transcribers) and the
+options it is deployed with."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from ray import serve
 from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
 
 from deployments.profiles import PreprocessorProfile
-from serve_app.audio import PreparedAudio
 from serve_app.preprocess import PrepareOptions
 from serve_app.settings import Settings
+from serve_app.transcript import DecodeOptions
 
 
 @serve.deployment
 class Preprocessor:
-    """Decode, normalize and VAD; CPU work in a thread so the replica keeps answering."""
+    """Streams each recording's speech pieces to its model's Transcriber as they are decoded
+    (serve_app.pipeline.run) and its transcript back, piece by piece; CPU work in threads so
+    the replica keeps answering. Samples go from here to the Transcriber through the object
+    store, never through the Ingress."""
 
-    def __init__(self, settings: dict, nice: int = 0):
+    def __init__(self, settings: dict, transcribers: dict[str, DeploymentHandle], nice: int = 0):
+        from deployments.handles import HandleTranscriber
+        from serve_app.blobs import BlobStore
+        from serve_app.catalog import ModelCatalog
+        from serve_app.pipeline import Burst
         from serve_app.preprocess import AudioPreprocessor, DecodeBudget
 
         if nice:
             os.nice(nice)  # this thread and the decode threads it starts: see Transcriber
         cfg = Settings(**settings)
+        catalog = ModelCatalog.load(cfg.catalog_path, cfg.cache_dir)
         self.pre = AudioPreprocessor(cfg.vad_method, cfg.max_audio_seconds)
         self.budget = DecodeBudget(cfg.preprocess_memory_seconds, cfg.max_audio_seconds)
-        self._working = 0
+        self.blobs = BlobStore.from_settings(cfg)
+        self.transcribers = {m: HandleTranscriber(h, catalog.get(m).multilingual) for m, h in transcribers.items()}
+        self.burst = Burst()
 
-    async def prepare(self, data: bytes, options: PrepareOptions) -> PreparedAudio:
-        self._working += 1
+    async def transcribe(self, source, target, options: DecodeOptions, prepare: PrepareOptions):
+        """Streaming: ``serve_app.pipeline.Part`` per piece, then a ``Finished``."""
+        from serve_app.errors import UnknownModel
+        from serve_app.pipeline import BlobSource, run
+
+        from serve_app.blobs import BlobNotFound
+        from serve_app.errors import ServiceError
+
         try:
-            async with self.budget.hold(len(data)):
-                prepared = await asyncio.to_thread(self.pre.prepare, data, options)
-        finally:
-            self._working -= 1
-        prepared.preparing = self._working  # the rest of a burst, still on its way
-        return prepared
+            size = len(source) if not isinstance(source, BlobSource) else await self.blobs.size(source.key)
+        except BlobNotFound:
+            raise ServiceError(f"The job's audio ({source.key}) is missing from storage.", code="audio_missing") from None
+
+        def transcriber(model: str):
+            if model not in self.transcribers:
+                raise UnknownModel(f"Model '{model}' is not served here.")
+            return self.transcribers[model]
+
+        async with self.budget.hold(size):
+            async for item in run(self.pre, source, self.blobs.open_read, transcriber, target, options, prepare, self.burst):
+                yield item
 
 
-def preprocessor_deployment(profile: PreprocessorProfile, settings: Settings) -> Application:
-    return Preprocessor.options(**profile.serve_options()).bind(settings.model_dump(mode="json"), profile.nice)
+def preprocessor_deployment(profile: PreprocessorProfile, settings: Settings, transcribers: dict) -> Application:
+    return Preprocessor.options(**profile.serve_options()).bind(
+        settings.model_dump(mode="json"), transcribers, profile.nice
+    )

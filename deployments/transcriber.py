@@ -61,12 +61,11 @@ class Transcriber:
         """Batch limits from user_config: change them with `serve deploy`, no restart."""
         self.transcriber.set_limits(BatchLimits(**{**self.transcriber.limits.model_dump(), **config}))
 
-    async def transcribe(self, audio: PreparedAudio, options: DecodeOptions) -> Transcript:
-        return await self.transcriber.transcribe(audio, options)
+    async def detect_language(self, piece: PreparedAudio) -> tuple[str, float]:
+        return await self.transcriber.detect_language(piece)
 
-    async def transcribe_stream(self, audio: PreparedAudio, options: DecodeOptions):
-        async for part in self.transcriber.stream(audio, options):
-            yield part
+    async def transcribe_piece(self, piece: PreparedAudio, options: DecodeOptions) -> Transcript:
+        return await self.transcriber.transcribe_piece(piece, options)
 
     def batch_stats(self) -> dict:
         return {**self.transcriber.stats(), "allocator": self.allocator}

@@ -1,8 +1,8 @@
 """Where the service sends audio: a TranscriptionBackend.
 
-``RayBackend`` (deployments/ingress.py) calls the Preprocessor and Transcriber deployments
-through handles; ``LocalBackend`` runs the same library classes (``AudioPreprocessor``,
-``BatchedTranscriber``) in this process, for tests and tools.
+``RayBackend`` (deployments/ingress.py) streams through the Preprocessor deployment, which sends
+the pieces to the Transcriber deployments; ``LocalBackend`` runs the same pipeline
+(serve_app.pipeline.run) over the same library classes in this process, for tests and tools.
 """
 
 from __future__ import annotations
@@ -12,21 +12,19 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from serve_app.autoselect import ModelChoice
 from serve_app.catalog import ModelCatalog
+from serve_app.pipeline import BlobSource, Burst, Finished, Part, run
 from serve_app.preprocess import AudioPreprocessor, PrepareOptions
 from serve_app.settings import Settings
-from serve_app.transcript import DecodeOptions, Transcript
+from serve_app.transcript import DecodeOptions
 
 
 class TranscriptionBackend(Protocol):
-    async def transcribe(
-        self, audio: bytes, model: str, options: DecodeOptions, prepare: PrepareOptions
-    ) -> Transcript: ...
-
-    def transcribe_stream(
-        self, audio: bytes, model: str, options: DecodeOptions, prepare: PrepareOptions
-    ) -> AsyncIterator[Transcript]:
-        """The transcript in consecutive parts, each as soon as it is decoded."""
+    def transcribe(
+        self, source: bytes | BlobSource, target: str | ModelChoice, options: DecodeOptions, prepare: PrepareOptions
+    ) -> AsyncIterator[Part | Finished]:
+        """serve_app.pipeline.run's parts, each as soon as it is transcribed, then Finished."""
         ...
 
     def unavailable(self) -> set[str]:
@@ -64,17 +62,19 @@ def load_transcriber(
 
 
 class LocalBackend:
-    """Everything in one process; models load on first use."""
+    """Everything in one process; models load on first use. ``blobs`` (a BlobStore) is where
+    stored audio (``BlobSource``) is read from."""
 
-    def __init__(self, settings: Settings, catalog: ModelCatalog):
+    def __init__(self, settings: Settings, catalog: ModelCatalog, blobs=None):
         self.settings = settings
         self.catalog = catalog
-        self._preprocessor: AudioPreprocessor | None = None
+        self.blobs = blobs
+        self.preprocessor = AudioPreprocessor(settings.vad_method, settings.max_audio_seconds)
+        self.burst = Burst()
         self._transcribers: dict = {}
         self._model_lock = threading.Lock()  # a model loads once, however many ask at once
-        self._vad_lock = threading.Lock()
 
-    def _transcriber(self, model: str):
+    def _load(self, model: str):
         with self._model_lock:
             if model not in self._transcribers:
                 self._transcribers[model] = load_transcriber(
@@ -86,11 +86,10 @@ class LocalBackend:
                 )
             return self._transcribers[model]
 
-    def _prepare(self, audio: bytes, prepare: PrepareOptions):
-        with self._vad_lock:
-            if self._preprocessor is None:
-                self._preprocessor = AudioPreprocessor(self.settings.vad_method, self.settings.max_audio_seconds)
-        return self._preprocessor.prepare(audio, prepare)
+    def _open_blob(self, key: str):
+        if self.blobs is None:
+            raise RuntimeError("this LocalBackend has no BlobStore to read stored audio from")
+        return self.blobs.open_read(key)
 
     def unavailable(self) -> set[str]:
         return set()  # loaded in this process on first use
@@ -98,13 +97,12 @@ class LocalBackend:
     async def available(self, model: str) -> bool:
         return True
 
-    async def transcribe(self, audio, model, options, prepare) -> Transcript:
-        prepared = await asyncio.to_thread(self._prepare, audio, prepare)
-        transcriber = await asyncio.to_thread(self._transcriber, model)
-        return await transcriber.transcribe(prepared, options)
-
-    async def transcribe_stream(self, audio, model, options, prepare) -> AsyncIterator[Transcript]:
-        prepared = await asyncio.to_thread(self._prepare, audio, prepare)
-        transcriber = await asyncio.to_thread(self._transcriber, model)
-        async for part in transcriber.stream(prepared, options):
-            yield part
+    async def transcribe(self, source, target, options, prepare) -> AsyncIterator[Part | Finished]:
+        models = {m for m in ([target] if isinstance(target, str) else [m for m, _ in target.served])}
+        for model in models:
+            await asyncio.to_thread(self._load, model)
+        loaded = {m: self._transcribers[m] for m in models}
+        async for item in run(
+            self.preprocessor, source, self._open_blob, loaded.__getitem__, target, options, prepare, self.burst
+        ):
+            yield item

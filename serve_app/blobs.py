@@ -77,6 +77,26 @@ class BlobStore:
         except FileNotFoundError:
             raise BlobNotFound(key) from None
 
+    def open_read(self, key: str):
+        """A seekable file object over the blob, read in blocks as it is used (blocking: call
+        it, and read from it, in a thread). On S3 each block is a ranged GET."""
+        try:
+            return self.fs.open(self._path(key), "rb", block_size=BLOCK)
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+
+    async def size(self, key: str) -> int:
+        try:
+            return int(await asyncio.to_thread(self.fs.size, self._path(key)))
+        except FileNotFoundError:
+            raise BlobNotFound(key) from None
+
+    async def copy(self, source: str, target: str) -> None:
+        try:
+            await asyncio.to_thread(self.fs.copy, self._path(source), self._path(target))
+        except FileNotFoundError:
+            raise BlobNotFound(source) from None
+
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.fs.exists, self._path(key))
 

@@ -45,9 +45,10 @@ class ModelSpec:
 class ModelCatalog:
     """The catalog file plus the logic that turns an entry into a directory on disk."""
 
-    def __init__(self, specs: dict[str, ModelSpec], cache_dir: Path):
+    def __init__(self, specs: dict[str, ModelSpec], cache_dir: Path, auto: tuple = ()):
         self.specs = specs
         self.cache_dir = Path(cache_dir)
+        self.auto = auto  # model=auto's rules (serve_app.autoselect.AutoRule), in order
 
     @classmethod
     def load(cls, path: Path, cache_dir: Path) -> ModelCatalog:
@@ -62,7 +63,20 @@ class ModelCatalog:
             )
             for name, entry in (raw.get("models") or {}).items()
         }
-        return cls(specs, cache_dir)
+        from serve_app.autoselect import AutoRule
+
+        auto = tuple(AutoRule.parse(rule) for rule in raw.get("auto") or [])
+        for rule in auto:
+            for model in rule.models:
+                if model not in specs:
+                    raise ValueError(f"auto rule {rule}: model '{model}' is not in the catalog")
+        return cls(specs, cache_dir, auto)
+
+    def choice(self, served: list[str], quality: str, task: str):
+        """``model=auto``'s choice among ``served`` (serve_app.autoselect.ModelChoice)."""
+        from serve_app.autoselect import ModelChoice
+
+        return ModelChoice(quality, task, tuple((m, self.specs[m].multilingual) for m in served), self.auto)
 
     def get(self, name: str) -> ModelSpec:
         try:

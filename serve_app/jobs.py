@@ -112,6 +112,7 @@ class JobService:
             preview=result.text,
             language=result.language,
             processing_seconds=result.processing_time,
+            model=result.model,
         )
         if done is None:
             if await self.store.get(job.id) is None:

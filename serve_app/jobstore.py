@@ -348,8 +348,10 @@ class JobStore:
         preview: str,
         language: str | None,
         processing_seconds: float,
+        model: str | None = None,
     ) -> Job | None:
-        """Mark done, fenced by the lease; None when this owner no longer holds the job."""
+        """Mark done, fenced by the lease; None when this owner no longer holds the job.
+        ``model``: the one that ran it, when the job asked for ``auto``."""
         async with self.connection() as conn:
             row = await conn.fetchrow(
                 queries.COMPLETE,
@@ -360,6 +362,7 @@ class JobStore:
                 preview[:500],
                 language,
                 processing_seconds,
+                model,
             )
         return Job.from_row(row) if row else None
 

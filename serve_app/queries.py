@@ -69,6 +69,7 @@ WITH done AS (
     UPDATE transcription_jobs
     SET status = 'COMPLETED', result_key = $3, duration_seconds = $4, text_preview = $5,
         language = COALESCE($6, language), processing_seconds = $7, progress = 1, error = NULL,
+        model = COALESCE($8, model),
         lease_owner = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
     WHERE id = $1 AND lease_owner = $2 AND status = 'PROCESSING'
     RETURNING *),
@@ -166,3 +167,20 @@ LIST_SEARCH = (
 )
 LIST_CURSOR = " AND (created_at, id) < (${}::timestamptz, ${}::uuid)"
 LIST_TAIL = " ORDER BY created_at DESC, id DESC LIMIT ${}"
+
+# A running job's progress (never backwards) and the texts of its pieces finished since the
+# last report; fenced by the lease like every write of a running job.
+PROGRESS = """
+WITH job AS (
+    UPDATE transcription_jobs SET progress = GREATEST(progress, COALESCE($3, progress)), updated_at = now()
+    WHERE id = $1 AND lease_owner = $2 AND status = 'PROCESSING'
+    RETURNING id)
+INSERT INTO transcription_job_parts AS p (job_id, seq, start_seconds, end_seconds, text)
+SELECT job.id, part.seq, part.start_seconds, part.end_seconds, part.text
+FROM job, unnest($4::int[], $5::float8[], $6::float8[], $7::text[])
+    AS part (seq, start_seconds, end_seconds, text)
+ON CONFLICT (job_id, seq) DO UPDATE
+SET start_seconds = EXCLUDED.start_seconds, end_seconds = EXCLUDED.end_seconds, text = EXCLUDED.text"""
+PARTS = """
+SELECT seq, start_seconds, end_seconds, text FROM transcription_job_parts
+WHERE job_id = $1 AND seq > $2 ORDER BY seq"""

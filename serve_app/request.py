@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from serve_app.catalog import ModelSpec
+from serve_app.autoselect import DEFAULT_QUALITY, Quality
+from serve_app.catalog import WHISPER_LANGUAGES, ModelSpec
 from serve_app.errors import InvalidParameter, UnsupportedLanguage
 from serve_app.preprocess import PrepareOptions
 from serve_app.transcript import DecodeOptions, Task
@@ -26,7 +27,10 @@ class TranscriptionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str | None = Field(None, max_length=200, description="A served model; default from settings.")
+    model: str | None = Field(
+        None, max_length=200, description="A served model, or 'auto' (chosen by the catalog's rules); default from settings."
+    )
+    quality: Quality | None = Field(None, description="model=auto only: speed, balanced (default) or accuracy.")
     language: str | None = Field(None, max_length=20, pattern=r"^[A-Za-z_-]+$", description="ISO code; none: detected.")
     task: Task = "transcribe"
     beam_size: int | None = Field(None, ge=1, le=10, description="Beam width; default from settings.")
@@ -76,8 +80,33 @@ class TranscriptionRequest(BaseModel):
             message = "; ".join(f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err['msg']}" for err in exc.errors())
             raise InvalidParameter(message, param=param) from None
 
+    def resolve_auto(self, *, default_beam_size: int) -> Resolved:
+        """``model=auto``: the options, the model left to the catalog's rules once the audio is
+        known (the caller checks that some served model can fit)."""
+        if self.language is not None and self.language not in WHISPER_LANGUAGES:
+            raise UnsupportedLanguage(
+                f"Language '{self.language}' is not a Whisper language code (see /api/v1/languages).", param="language"
+            )
+        return Resolved(AUTO, self._decode(self.language, default_beam_size), self._prepare(), self.quality or DEFAULT_QUALITY)
+
+    def _decode(self, language: str | None, default_beam_size: int) -> DecodeOptions:
+        return DecodeOptions(
+            task=self.task,
+            language=language,
+            beam_size=self.beam_size or default_beam_size,
+            initial_prompt=self.prompt,
+            temperature=self.temperature,
+            timestamps=self.timestamps,
+            word_timestamps=self.word_timestamps,
+        )
+
+    def _prepare(self) -> PrepareOptions:
+        return PrepareOptions(normalize=self.normalize, vad=self.vad)
+
     def resolve(self, spec: ModelSpec, *, default_beam_size: int) -> Resolved:
         """The options to run with, once the request is checked against what ``spec`` can do."""
+        if self.quality is not None:
+            raise InvalidParameter("quality applies to model=auto only.", param="quality")
         language = self.language
         if language is not None and language not in spec.languages:
             if spec.multilingual:
@@ -97,30 +126,33 @@ class TranscriptionRequest(BaseModel):
                 status_code=400,
                 param="model",
             )
-        decode = DecodeOptions(
-            task=self.task,
-            language=language if spec.multilingual else "en",  # English-only: nothing to detect
-            beam_size=self.beam_size or default_beam_size,
-            initial_prompt=self.prompt,
-            temperature=self.temperature,
-            timestamps=self.timestamps,
-            word_timestamps=self.word_timestamps,
-        )
-        return Resolved(spec.name, decode, PrepareOptions(normalize=self.normalize, vad=self.vad))
+        # English-only: nothing to detect.
+        decode = self._decode(language if spec.multilingual else "en", default_beam_size)
+        return Resolved(spec.name, decode, self._prepare())
+
+
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
 class Resolved:
     """A checked request: the served model and what the Preprocessor and Transcriber run with."""
 
-    model: str
+    model: str  # a served model, or AUTO: chosen once the audio is known
     decode: DecodeOptions
     prepare: PrepareOptions
+    quality: str | None = None  # model=auto's
 
     def job_options(self) -> dict:
         """The form a job row keeps (``transcription_jobs.options``)."""
-        return {"decode": asdict(self.decode), "prepare": asdict(self.prepare)}
+        options = {"decode": asdict(self.decode), "prepare": asdict(self.prepare)}
+        return options | ({"quality": self.quality} if self.quality else {})
 
     @classmethod
     def of_job(cls, model: str, options: dict) -> Resolved:
-        return cls(model, DecodeOptions(**options.get("decode", {})), PrepareOptions(**options.get("prepare", {})))
+        return cls(
+            model,
+            DecodeOptions(**options.get("decode", {})),
+            PrepareOptions(**options.get("prepare", {})),
+            options.get("quality"),
+        )

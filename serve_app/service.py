@@ -13,21 +13,24 @@ finished transcript. Time waiting in the job queue is not in it (``started_at - 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 from serve_app.auth import Principal
+from serve_app.autoselect import DEFAULT_QUALITY, ModelChoice
 from serve_app.backend import TranscriptionBackend
-from serve_app.blobs import BlobNotFound
 from serve_app.catalog import ModelCatalog, ModelSpec
 from serve_app.errors import ModelUnavailable, ServiceError, UnknownModel
 from serve_app.jobs import SYNC_OWNER, JobService
 from serve_app.jobstore import Job
-from serve_app.request import Resolved, TranscriptionRequest
+from serve_app.pipeline import BlobSource, Finished, assemble, collect
+from serve_app.progress import ProgressReport
+from serve_app.request import AUTO, Resolved, TranscriptionRequest
 from serve_app.schemas import TranscriptionResult
 from serve_app.settings import Settings
-from serve_app.transcript import Transcript, join
+from serve_app.transcript import Transcript
 from serve_app.uploads import AudioUpload
 
 
@@ -50,6 +53,8 @@ class TranscriptionService:
         self.catalog = catalog
         self.backend = backend
         self.jobs = jobs
+        if jobs is not None and hasattr(backend, "blobs"):
+            backend.blobs = jobs.blobs  # an in-process backend reads this service's stored audio
 
     # -- checking ----------------------------------------------------------------------------
     @property
@@ -65,7 +70,17 @@ class TranscriptionService:
         return self.catalog.get(name)
 
     def resolve(self, request: TranscriptionRequest) -> Resolved:
+        if request.model == AUTO:
+            resolved = request.resolve_auto(default_beam_size=self.settings.beam_size)
+            self._target(resolved).check(resolved.decode.language)  # some served model can fit
+            return resolved
         return request.resolve(self.model_spec(request.model), default_beam_size=self.settings.beam_size)
+
+    def _target(self, resolved: Resolved) -> str | ModelChoice:
+        """What the pipeline runs with: a served model, or model=auto's choice among them."""
+        if resolved.model != AUTO:
+            return resolved.model
+        return self.catalog.choice(self.served, resolved.quality or DEFAULT_QUALITY, resolved.decode.task)
 
     def upload(self, source, filename: str | None = None) -> AudioUpload:
         return AudioUpload(source, self.settings.max_upload_mb * 2**20, filename)
@@ -75,36 +90,48 @@ class TranscriptionService:
         self, resolved: Resolved, upload: AudioUpload, *, caller: Principal, request_id: str
     ) -> TranscriptionResult:
         """Transcribe now, as ``caller``'s tenant; the job row ends COMPLETED or FAILED."""
-        await self._check_available(resolved.model)
-        audio = await upload.read()
-        started = time.perf_counter()
-        job = await self._record(resolved, upload.filename, len(audio), caller, request_id)
-        try:
-            transcript = await self.backend.transcribe(audio, resolved.model, resolved.decode, resolved.prepare)
-        except BaseException as exc:
-            # Shielded: a client that went away cancels this request, and Serve may cancel it
-            # again; the row must still end FAILED now, not PROCESSING until its lease expires.
-            await asyncio.shield(self._fail(job, request_id, exc))
-            raise
-        return await self._complete(job, request_id, transcript, resolved.model, started)
+        result = None
+        async with contextlib.aclosing(self._run_sync(resolved, upload, caller, request_id)) as items:
+            async for item in items:
+                result = item
+        return result
 
     async def stream(
         self, resolved: Resolved, upload: AudioUpload, *, caller: Principal, request_id: str
     ) -> AsyncIterator[Transcript]:
         """Like ``transcribe``, but yields the transcript part by part as it is decoded."""
+        # Closed with this generator: a client that leaves mid-stream fails the job now.
+        async with contextlib.aclosing(self._run_sync(resolved, upload, caller, request_id)) as items:
+            async for item in items:
+                if isinstance(item, Transcript):
+                    yield item
+
+    async def _run_sync(self, resolved: Resolved, upload: AudioUpload, caller: Principal, request_id: str):
+        """Each part's transcript as it comes, then the result (stored, the job COMPLETED)."""
         await self._check_available(resolved.model)
         audio = await upload.read()
         started = time.perf_counter()
         job = await self._record(resolved, upload.filename, len(audio), caller, request_id)
+        report = ProgressReport(self.jobs.store, job.id, _owner(request_id)) if job is not None else None
         parts: list[Transcript] = []
+        done: Finished | None = None
         try:
-            async for part in self.backend.transcribe_stream(audio, resolved.model, resolved.decode, resolved.prepare):
-                parts.append(part)
-                yield part
+            async for item in self.backend.transcribe(audio, self._target(resolved), resolved.decode, resolved.prepare):
+                if isinstance(item, Finished):
+                    done = item
+                    continue
+                parts.append(item.transcript)
+                if report is not None:
+                    await report.part(item)
+                yield item.transcript
+            if done is None:
+                raise ServiceError("The transcription ended without its last message.", status_code=500)
         except BaseException as exc:  # GeneratorExit too: the client went away mid-stream
+            # Shielded: a client that went away cancels this request, and Serve may cancel it
+            # again; the row must still end FAILED now, not PROCESSING until its lease expires.
             await asyncio.shield(self._fail(job, request_id, exc))
             raise
-        await self._complete(job, request_id, join(parts), resolved.model, started)
+        yield await self._complete(job, request_id, assemble(parts, done), done.model, started)
 
     async def submit(
         self,
@@ -125,20 +152,22 @@ class TranscriptionService:
             request_id=request_id,
         )
 
-    async def transcribe_job(self, job: Job, started: float) -> TranscriptionResult:
-        """A claimed async job's transcription (the JobWorker stores and completes it)."""
+    async def transcribe_job(self, job: Job, started: float, owner: str | None = None) -> TranscriptionResult:
+        """A claimed async job's transcription (the JobWorker stores and completes it); its
+        audio is read from the BlobStore as a stream where it is decoded, and its progress
+        is reported as it goes when ``owner`` (the lease holder) is given."""
         resolved = Resolved.of_job(job.model, job.options)
-        try:
-            audio = await self._jobs().blobs.get_bytes(job.audio_key)
-        except BlobNotFound:
-            raise ServiceError(f"The job's audio ({job.audio_key}) is missing from storage.") from None
-        transcript = await self.backend.transcribe(audio, resolved.model, resolved.decode, resolved.prepare)
-        return self._result(transcript, str(job.id), job.model, started)
+        report = ProgressReport(self._jobs().store, job.id, owner) if owner else None
+        items = self.backend.transcribe(
+            BlobSource(job.audio_key), self._target(resolved), resolved.decode, resolved.prepare
+        )
+        transcript, done = await collect(items, report.part if report else None)
+        return self._result(transcript, str(job.id), done.model, started)
 
     async def _check_available(self, model: str) -> None:
         """A sync request for a model with no running replica is refused now, not left waiting
         for one (an async job waits in the queue instead)."""
-        if not await self.backend.available(model):
+        if model != AUTO and not await self.backend.available(model):
             raise ModelUnavailable(
                 f"Model '{model}' has no running replica right now; retry in a few seconds, "
                 "or submit an asynchronous job (sync=false), which waits for it."

@@ -1,4 +1,4 @@
-"""The per-request flow of one model: detect the language once, cut into pieces, batch, join, stream.
+"""One model's side of a transcription: language detection and the pieces of many requests, batched.
 
 ``BatchedTranscriber`` holds a ``WhisperEngine`` and the ``PullBatcher`` that feeds it the
 pieces of many requests at once. The Transcriber deployment holds one and forwards to it;
@@ -8,8 +8,6 @@ pieces of many requests at once. The Transcriber deployment holds one and forwar
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,7 +15,7 @@ from serve_app.audio import PreparedAudio
 from serve_app.batching import PullBatcher
 from serve_app.engine import WhisperEngine
 from serve_app.packing import window_load
-from serve_app.transcript import DecodeOptions, Transcript, join
+from serve_app.transcript import DecodeOptions, Transcript
 
 
 class BatchLimits(BaseModel):
@@ -52,36 +50,20 @@ class BatchedTranscriber:
         self.batcher.set_limits(limits.max_batch_size, limits.batch_wait_timeout_s)
         self.engine.decode_batch_size = limits.decode_batch_size
 
-    async def transcribe(self, audio: PreparedAudio, options: DecodeOptions) -> Transcript:
-        pieces = await self._start(audio, options)
-        return join(list(await asyncio.gather(*pieces)))
+    @property
+    def multilingual(self) -> bool:
+        return self.engine.multilingual
 
-    async def stream(self, audio: PreparedAudio, options: DecodeOptions) -> AsyncIterator[Transcript]:
-        """The transcript piece by piece, in order, each as soon as it is decoded."""
-        pieces = await self._start(audio, options)
-        try:
-            for piece in pieces:
-                yield await piece
-        finally:
-            for piece in pieces:
-                piece.cancel()  # the caller went away: drop what is still queued
+    async def detect_language(self, piece: PreparedAudio) -> tuple[str, float]:
+        """The language of a recording, from its first piece (multilingual models only)."""
+        return await asyncio.to_thread(self.engine.detect_language, piece.chunk_samples(piece.chunks[0]))
 
-    async def _start(self, audio: PreparedAudio, options: DecodeOptions) -> list[asyncio.Future]:
-        probability = None
-        if options.language is None and self.engine.multilingual and audio.chunks:
-            # Once per request, so that all its pieces decode in the same language.
-            first = audio.chunk_samples(audio.chunks[0])
-            language, probability = await asyncio.to_thread(self.engine.detect_language, first)
-            options = replace(options, language=language)
-        # A long request is cut into one piece per <= 30 s chunk; pieces queue like any other
-        # request, so a long request never starves short ones, never exceeds a batch, and all
-        # model workers decode it at once (and its short tail shares a window with others).
-        parts = [replace(audio, chunks=[chunk]) for chunk in audio.chunks] or [audio]
-        return [asyncio.ensure_future(self._piece(part, options, probability)) for part in parts]
-
-    async def _piece(self, part: PreparedAudio, options: DecodeOptions, probability: float | None) -> Transcript:
-        transcript = await self.batcher.submit((part, options))
-        return replace(transcript, language_probability=probability)
+    async def transcribe_piece(self, piece: PreparedAudio, options: DecodeOptions) -> Transcript:
+        """One piece (a <= 30 s chunk of speech) of a recording, batched with whatever else is
+        queued: pieces of other requests, and the other pieces of the same long one, so that
+        a long request never starves short ones and all model workers decode it at once.
+        Times come back relative to the piece."""
+        return await self.batcher.submit((piece, options))
 
     def stats(self) -> dict:
         stats = self.engine.stats

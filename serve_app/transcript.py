@@ -80,3 +80,23 @@ def join(parts: list[Transcript]) -> Transcript:
     for n, segment in enumerate(segments):
         segment.id = n
     return replace(parts[0], text=" ".join(s.text for s in segments), segments=segments)
+
+
+def shifted(transcript: Transcript, seconds: float) -> Transcript:
+    """A piece's transcript with its times moved to where the piece starts in the recording."""
+    if not seconds:
+        return transcript
+    frames = int(round(seconds * 100))  # Whisper's mel frames, which ``seek`` counts
+    segments = [
+        replace(
+            s,
+            start=round(s.start + seconds, 3),
+            end=round(s.end + seconds, 3),
+            seek=s.seek + frames,
+            words=None
+            if s.words is None
+            else [replace(w, start=round(w.start + seconds, 3), end=round(w.end + seconds, 3)) for w in s.words],
+        )
+        for s in transcript.segments
+    ]
+    return replace(transcript, segments=segments)

@@ -119,7 +119,7 @@ class JobWorker:
     # -- one job -------------------------------------------------------------------------------
     async def _process(self, job: Job) -> None:
         started = time.perf_counter()
-        work = asyncio.create_task(self.service.transcribe_job(job, started))
+        work = asyncio.create_task(self.service.transcribe_job(job, started, self.owner))
         keeper = asyncio.create_task(self._keep_lease(job, work))
         try:
             result = await work

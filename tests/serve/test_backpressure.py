@@ -23,13 +23,11 @@ from testkit.speech import audio
 
 @serve.deployment(max_ongoing_requests=1, max_queued_requests=1, ray_actor_options={"num_cpus": 0})
 class SlowStage:
-    async def prepare(self, data, options):
-        await asyncio.sleep(2)
-        return data
+    """Stands in for the Preprocessor, whose streaming ``transcribe`` the RayBackend calls."""
 
-    async def transcribe(self, prepared, options):
+    async def transcribe(self, source, target, options, prepare):
         await asyncio.sleep(2)
-        raise AssertionError("not reached in this test")
+        yield "not a part: the test looks at the refused calls only"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +57,10 @@ async def test_full_queue_is_503_with_retry_after(probe, catalog):
 
 async def test_backend_raises_overloaded(probe):
     backend = RayBackend(probe, {"tiny.en": probe})
-    results = await asyncio.gather(
-        *(backend.transcribe(b"x", "tiny.en", None, None) for _ in range(6)), return_exceptions=True
-    )
+
+    async def drain():
+        async for _ in backend.transcribe(b"x", "tiny.en", None, None):
+            pass
+
+    results = await asyncio.gather(*(drain() for _ in range(6)), return_exceptions=True)
     assert any(isinstance(r, Overloaded) for r in results), results

@@ -37,7 +37,7 @@ async def test_migrations_are_idempotent(store):
     assert await store.migrate() == []
     async with store.connection() as conn:
         versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")]
-    assert versions == [1, 2, 3]
+    assert versions == [1, 2, 3, 4, 5]
 
 
 async def test_claims_never_overlap(store):

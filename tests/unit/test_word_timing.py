@@ -58,6 +58,12 @@ def test_chunk_segments_split_into_sentences_at_punctuation_and_pauses(tokenizer
     assert tokenizer.decode(parts[1].tokens).strip() == "Then more"
 
 
+async def whole(backend, *args):
+    from serve_app.pipeline import collect
+
+    return (await collect(backend.transcribe(*args)))[0]
+
+
 @pytest.fixture(scope="module")
 def aligned_backend(catalog, tmp_path_factory):
     models = tmp_path_factory.mktemp("align")
@@ -68,7 +74,7 @@ def aligned_backend(catalog, tmp_path_factory):
 async def test_whisperx_alignment_is_used_where_a_model_is_configured(aligned_backend):
     # The alignment model has random weights (tests/align_model.py): this proves the path is
     # taken and its words land inside their segments, not that its times are good.
-    result = await aligned_backend.transcribe(
+    result = await whole(aligned_backend, 
         audio("harvard_03.wav"), "tiny.en", DecodeOptions(language="en", word_timestamps=True), PrepareOptions()
     )
     assert result.word_timestamps == "whisperx" and result.alignment_note is None
@@ -80,9 +86,9 @@ async def test_whisperx_alignment_is_used_where_a_model_is_configured(aligned_ba
 
 async def test_alignment_falls_back_to_whisper_and_says_why(aligned_backend):
     german = audio("speech_de.wav")
-    result = await aligned_backend.transcribe(german, "base", DecodeOptions(word_timestamps=True), PrepareOptions())
+    result = await whole(aligned_backend, german, "base", DecodeOptions(word_timestamps=True), PrepareOptions())
     assert result.language == "de" and result.word_timestamps == "whisper"
     assert "did not load" in result.alignment_note and len(result.words) > 10
     spanish = audio("speech_es.wav")
-    result = await aligned_backend.transcribe(spanish, "base", DecodeOptions(word_timestamps=True), PrepareOptions())
+    result = await whole(aligned_backend, spanish, "base", DecodeOptions(word_timestamps=True), PrepareOptions())
     assert result.word_timestamps == "whisper" and "no WhisperX alignment model" in result.alignment_note
