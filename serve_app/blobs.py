@@ -92,8 +92,13 @@ class BlobStore:
             raise BlobNotFound(key) from None
 
     async def copy(self, source: str, target: str) -> None:
+        """A server-side copy on S3; the source must exist."""
+        path = self._path(target)
+        await asyncio.to_thread(self.fs.makedirs, path.rsplit("/", 1)[0], exist_ok=True)
+        if not await self.exists(source):
+            raise BlobNotFound(source)
         try:
-            await asyncio.to_thread(self.fs.copy, self._path(source), self._path(target))
+            await asyncio.to_thread(self.fs.copy, self._path(source), path)
         except FileNotFoundError:
             raise BlobNotFound(source) from None
 

@@ -54,6 +54,7 @@ class SpeechChunker:
         self._settled = 0  # sample index up to which speech is known (regions before it are final)
         self._regions: list[tuple[float, float]] = []  # settled speech (seconds) not yet in a piece
         self._passed = 0  # where the last VAD pass ended
+        self._covered = 0.0  # the end of the last region taken (seconds): speech before it is taken
 
     @property
     def end(self) -> int:
@@ -98,7 +99,6 @@ class SpeechChunker:
         end_s = self.end / SAMPLE_RATE
         settled_s = self._settled / SAMPLE_RATE
         line = end_s if final else end_s - SETTLE_SECONDS
-        last = self._regions[-1][1] if self._regions else settled_s
         new_settled = line
         for start, stop in found:
             if stop <= settled_s:
@@ -106,10 +106,10 @@ class SpeechChunker:
             if not final and stop > line:
                 new_settled = min(new_settled, max(start, settled_s))  # may still grow: next pass
                 break
-            start = max(start, last, settled_s)
+            start = max(start, self._covered, settled_s)
             if stop > start:
                 self._regions.append((start, stop))
-                last = stop
+                self._covered = stop
         self._settled = max(self._settled, int(new_settled * SAMPLE_RATE))
         return self._emit(final)
 
@@ -126,7 +126,9 @@ class SpeechChunker:
         ready = chunks if final else chunks[:-1]  # the last may still grow
         pieces = [self._piece(chunk) for chunk in ready]
         if ready:
-            self._regions = [r for r in self._regions if r[0] >= ready[-1].end]
+            # What is left starts the chunk still open (its first region, as merge_regions rounds it).
+            rest = chunks[len(ready)].start if len(chunks) > len(ready) else None
+            self._regions = [r for r in self._regions if rest is not None and round(r[0], 3) >= rest]
         keep = min([int(self._regions[0][0] * SAMPLE_RATE)] if self._regions else [], default=self._settled)
         self._drop_before(min(keep, self._settled - int(CONTEXT_SECONDS * SAMPLE_RATE)))
         return pieces

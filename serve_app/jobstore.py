@@ -80,6 +80,7 @@ class Job:
     created_at: datetime
     updated_at: datetime
     request_id: str | None = None
+    batch_id: uuid.UUID | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Job:

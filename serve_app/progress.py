@@ -19,9 +19,9 @@ MAX_BEFORE_DONE = 0.99  # 1.0 is the completed job's alone
 
 
 class ProgressReport:
-    def __init__(self, store: JobStore, job_id: uuid.UUID, owner: str, flush_seconds: float = FLUSH_SECONDS):
+    def __init__(self, store: JobStore, job_id: uuid.UUID, owner: str, flush_seconds: float | None = None):
         self.store, self.job_id, self.owner = store, job_id, owner
-        self.flush_seconds = flush_seconds
+        self.flush_seconds = FLUSH_SECONDS if flush_seconds is None else flush_seconds
         self.progress: float | None = None
         self.sent = 0  # pieces written
         self._pending: list[tuple[int, float, float, str]] = []

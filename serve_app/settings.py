@@ -124,7 +124,14 @@ class Settings(BaseSettings):
     worker_replicas: int = Field(
         1, ge=0, description="JobWorker replicas when the profile does not autoscale them; 0: none."
     )
-    worker_concurrency: int = Field(8, ge=1, description="Jobs one worker runs at once.")
+    worker_concurrency: int = Field(
+        32,
+        ge=1,
+        description="Jobs one worker runs at once: enough that many short jobs fill the Transcribers' "
+        "batches as concurrent sync requests do (each waits on the models, not on the CPU).",
+    )
+    max_batch_files: int = Field(1000, ge=1, description="Files in one batch (POST /api/v1/batches).")
+    max_batch_mb: int = Field(2048, ge=1, description="Largest batch upload in MiB (all its files).")
     worker_poll_seconds: float = Field(5.0, gt=0, description="Fallback poll when NOTIFY is missed.")
     webhook_secret: str | None = Field(
         None,

@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 
+from serve_app.batches import BatchDeliveries, end_batch
 from serve_app.errors import ServiceError
 from serve_app.jobstore import DatabaseUnavailable, Job
 from serve_app.metrics import METRICS
@@ -163,6 +164,7 @@ class JobWorker:
             return
         self.processed += 1
         self._notify(done, "job.completed", {"result": result.model_dump()})
+        await self._batch_step(done)
 
     async def _finish_failed(self, job: Job, error: str, *, retry: bool) -> None:
         try:
@@ -171,6 +173,23 @@ class JobWorker:
             return
         if failed is not None and failed.status == "FAILED":
             self._notify(failed, "job.failed", {"error": error})
+            await self._batch_step(failed)
+
+    async def _batch_step(self, job: Job) -> None:
+        """After a job of a batch ends: if it was the batch's last, the one batch webhook."""
+        if job.batch_id is None:
+            return
+        try:
+            ended = await end_batch(self.store, job.batch_id)
+        except DatabaseUnavailable:
+            return
+        if ended is None or not ended[0].webhook_url or self.webhooks is None:
+            return
+        target, summary = ended
+        payload = {"event": "batch.ended", "id": str(target.id), "request_id": target.request_id, **summary}
+        task = asyncio.create_task(self.webhooks.deliver(BatchDeliveries(self.store), target, "batch.ended", payload))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _notify(self, job: Job, event: str, extra: dict) -> None:
         if not job.webhook_url or self.webhooks is None:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.api.dependencies import ServiceContext
-from serve_app.api.routers import admin, openai_compat, system, transcriptions
+from serve_app.api.routers import admin, batches, events, openai_compat, system, transcriptions
 from serve_app.api.routers.openai_compat import openai_error
 from serve_app.errors import PayloadTooLarge, ServiceError, unwrap
 from serve_app.metrics import METRICS
@@ -50,6 +50,8 @@ def create_app(service: TranscriptionService) -> FastAPI:
     app.state.context = ServiceContext(service)
     app.include_router(system.router)
     app.include_router(transcriptions.router)
+    app.include_router(events.router)
+    app.include_router(batches.router)
     app.include_router(openai_compat.router)
     app.include_router(admin.router)
     _install_error_handlers(app)
@@ -114,32 +116,33 @@ class BodyLimit:
     here reaches this app's handlers and gets the one error shape.
     """
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit_for):
         self.app = app
-        self.limit = limit
+        self.limit_for = limit_for  # path -> the most bytes a request body there may hold
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        seen = 0
+        seen, limit = 0, self.limit_for(scope["path"])
 
         async def counted():
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise StarletteHTTPException(
-                        413, f"The upload is larger than the limit of {self.limit / 2**20:g} MiB."
-                    )
+                if seen > limit:
+                    raise StarletteHTTPException(413, f"The upload is larger than the limit of {limit / 2**20:g} MiB.")
             return message
 
         await self.app(scope, counted, send)
 
 
 def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
-    limit = settings.max_upload_mb * 1024 * 1024
-    app.add_middleware(BodyLimit, limit=limit)
+    def limit_for(path: str) -> int:
+        batch = path.rstrip("/") == "/api/v1/batches"  # many files in one body
+        return (settings.max_batch_mb if batch else settings.max_upload_mb) * 2**20
+
+    app.add_middleware(BodyLimit, limit_for=limit_for)
 
     @app.middleware("http")
     async def per_request(request: Request, call_next):
@@ -154,11 +157,9 @@ def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
                 f"The request's headers are {header_bytes / 1024:.0f} KiB; at most {MAX_HEADER_BYTES // 1024} KiB.",
                 request=request,
             )
-        elif length and length.isdigit() and int(length) > limit:
+        elif length and length.isdigit() and int(length) > (limit := limit_for(request.url.path)):
             # Refuse before reading the body: a huge upload should cost us nothing.
-            err = PayloadTooLarge(
-                f"The upload is {int(length) / 2**20:.1f} MiB; the limit is {settings.max_upload_mb} MiB."
-            )
+            err = PayloadTooLarge(f"The upload is {int(length) / 2**20:.1f} MiB; the limit is {limit / 2**20:g} MiB.")
             response = error_response(err.status_code, err.code, err.message, request=request)
         else:
             response = await call_next(request)

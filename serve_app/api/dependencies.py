@@ -51,6 +51,12 @@ class ServiceContext:
             raise JobNotFound("This instance keeps no jobs.")
         return self.service.jobs
 
+    @property
+    def batches(self):
+        from serve_app.batches import BatchService
+
+        return BatchService(self.jobs, max_files=self.settings.max_batch_files)
+
     def model_info(self, name: str) -> ModelInfo:
         spec = self.service.catalog.get(name)
         return ModelInfo(

@@ -59,6 +59,7 @@ async def create_transcription(
     caller: TranscribingCaller,
     file: Annotated[UploadFile, File(description="Audio in any common container.")],
     model: Annotated[str | None, option("model")] = None,
+    quality: Annotated[str | None, option("quality")] = None,
     language: Annotated[str | None, option("language")] = None,
     task: Annotated[str, Form(description="transcribe, or translate (to English)")] = "transcribe",
     response_format: Annotated[ResponseFormat, Form()] = "json",
@@ -74,6 +75,7 @@ async def create_transcription(
 ):
     asked = TranscriptionRequest.parse(
         model=model,
+        quality=quality,
         language=language,
         task=task,
         beam_size=beam_size,

@@ -1,0 +1,102 @@
+"""The REST API for batches: many files (uploads, or objects already in the store) as one unit."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
+
+from serve_app.api.dependencies import Caller, Context, TranscribingCaller
+from serve_app.api.routers.transcriptions import _ERRORS, Tenant, attachment, option, webhook_master_secret
+from serve_app.errors import InvalidParameter
+from serve_app.request import TranscriptionRequest
+from serve_app.webhooks import check_webhook_url
+
+router = APIRouter(prefix="/api/v1", tags=["batches"])
+
+ZipFormat = Literal["txt", "text", "srt", "vtt", "tsv", "json"]
+
+
+@router.post("/batches", responses=_ERRORS, status_code=202)
+async def create_batch(
+    request: Request,
+    ctx: Context,
+    caller: TranscribingCaller,
+    files: Annotated[list[UploadFile] | None, File(description="Audio files; repeat the field.")] = None,
+    keys: Annotated[
+        list[str] | None, Form(description="Keys of objects already in the store, under inbox/<tenant>/.")
+    ] = None,
+    model: Annotated[str | None, option("model")] = None,
+    quality: Annotated[str | None, option("quality")] = None,
+    language: Annotated[str | None, option("language")] = None,
+    task: Annotated[str, Form(description="transcribe, or translate (to English)")] = "transcribe",
+    webhook_url: Annotated[str | None, Form(description="POSTed once, when the whole batch has ended.")] = None,
+    beam_size: Annotated[int | None, option("beam_size")] = None,
+    prompt: Annotated[str | None, option("prompt")] = None,
+    temperature: Annotated[float, option("temperature")] = 0.0,
+    timestamps: Annotated[bool, option("timestamps")] = False,
+    word_timestamps: Annotated[bool, option("word_timestamps")] = False,
+    normalize: Annotated[bool, option("normalize")] = True,
+    vad: Annotated[bool, option("vad")] = True,
+):
+    """Every file becomes an async job of the batch, with the same options; 202 with the
+    batch id once all are stored and queued (longest first)."""
+    asked = TranscriptionRequest.parse(
+        model=model,
+        quality=quality,
+        language=language,
+        task=task,
+        beam_size=beam_size,
+        prompt=prompt,
+        temperature=temperature,
+        timestamps=timestamps,
+        word_timestamps=word_timestamps,
+        normalize=normalize,
+        vad=vad,
+    )
+    service = ctx.service
+    resolved = service.resolve(asked)
+    request.state.model = resolved.model
+    if webhook_url:
+        webhook_master_secret(ctx, param="webhook_url")
+        await check_webhook_url(webhook_url, ctx.settings.webhook_allow_hosts)
+    if files and keys:
+        raise InvalidParameter("Send files or keys, not both.", param="keys")
+    extra = {"webhook_url": webhook_url or None, "request_id": request.state.request_id}
+    if keys:
+        batch = await ctx.batches.submit_keys(caller.tenant, keys, resolved, **extra)
+    else:
+        uploads = [service.upload(f) for f in files or []]
+        batch = await ctx.batches.submit_uploads(caller.tenant, uploads, resolved, **extra)
+    location = f"/api/v1/batches/{batch['id']}"
+    body = batch | {"status": "PENDING", "links": {"self": location, "download": f"{location}/download"}}
+    return JSONResponse(body, 202, headers={"Location": location})
+
+
+@router.get("/batches/{batch_id}", responses=_ERRORS)
+async def get_batch(ctx: Context, caller: Caller, batch_id: str, tenant: Tenant = None) -> dict:
+    """Per-file status and an aggregate; the batch's status from its files' (PENDING,
+    PROCESSING, then COMPLETED, FAILED, or PARTIAL when some failed)."""
+    row, jobs = await ctx.batches.get(batch_id, None if caller.is_admin else caller.tenant)
+    return ctx.batches.view(row, jobs)
+
+
+@router.get("/batches/{batch_id}/download", responses=_ERRORS)
+async def download_batch(
+    ctx: Context, caller: Caller, batch_id: str, format: Annotated[ZipFormat, Query()] = "txt"
+) -> Response:
+    """A zip of every finished transcript in ``format`` (failed files listed in ERRORS.txt)."""
+    _, jobs = await ctx.batches.get(batch_id, None if caller.is_admin else caller.tenant)
+    fmt = "text" if format == "txt" else format
+    body = await ctx.batches.zip(jobs, fmt)
+    return Response(
+        body, media_type="application/zip", headers={"Content-Disposition": attachment(f"batch-{batch_id}.zip")}
+    )
+
+
+@router.delete("/batches/{batch_id}", status_code=204, responses=_ERRORS)
+async def delete_batch(ctx: Context, caller: Caller, batch_id: str) -> Response:
+    """The batch, its jobs, their audio and results."""
+    await ctx.batches.delete(batch_id, caller.tenant)
+    return Response(status_code=204)
