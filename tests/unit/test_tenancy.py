@@ -235,6 +235,7 @@ async def test_no_tenant_reaches_another_tenants_objects(app, keys):
             for method, path in [
                 ("GET", f"/api/v1/transcriptions/{job_id}"),
                 *[("GET", f"/api/v1/transcriptions/{job_id}/download?format={f}") for f in ("txt", "json", "srt")],
+                ("GET", f"/api/v1/transcriptions/{job_id}/events"),
                 ("DELETE", f"/api/v1/transcriptions/{job_id}"),
             ]:
                 response = await client.request(method, path, headers=headers)
@@ -252,7 +253,25 @@ async def test_no_tenant_reaches_another_tenants_objects(app, keys):
         asked = await client.get(f"/api/v1/transcriptions?tenant={other}", headers=headers)
         assert asked.status_code == 403
         assert (await client.get(f"/api/v1/stats?tenant={other}", headers=headers)).status_code == 403
-    assert tried == 30 and successes == 0
+    assert tried == 36 and successes == 0
+    # Batches: another tenant's is a 404 on every route, as one that does not exist.
+    batches = {}
+    for tenant in ("alice", "bob"):
+        made = await client.post(
+            "/api/v1/batches", files=[("files", ("b.wav", audio("harvard_04.wav")))], headers=bearer(keys[tenant])
+        )
+        assert made.status_code == 202
+        batches[tenant] = made.json()["id"]
+    for me, other in (("alice", "bob"), ("bob", "alice")):
+        for method, path in [
+            ("GET", f"/api/v1/batches/{batches[other]}"),
+            ("GET", f"/api/v1/batches/{batches[other]}/download"),
+            ("DELETE", f"/api/v1/batches/{batches[other]}"),
+        ]:
+            response = await client.request(method, path, headers=bearer(keys[me]))
+            assert response.status_code == 404 and response.json()["error"]["code"] == "batch_not_found", path
+        own = await client.get(f"/api/v1/batches/{batches[me]}", headers=bearer(keys[me]))
+        assert own.status_code == 200 and own.json()["files"][0]["filename"] == "b.wav"
     # Still there for their owners; an admin reads them with an explicit tenant filter.
     for tenant, ids in owned.items():
         for job_id in ids:
