@@ -39,6 +39,10 @@ class Preprocessor:
         self.transcribers = {m: HandleTranscriber(h, catalog.get(m).multilingual) for m, h in transcribers.items()}
         self.burst = Burst()
 
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Read by deployments.autoscaling.decode_load_policy."""
+        return {"decoding": float(self.burst.decoding)}
+
     async def transcribe(self, source, target, options: DecodeOptions, prepare: PrepareOptions):
         """Streaming: ``serve_app.pipeline.Part`` per piece, then a ``Finished``."""
         from serve_app.errors import UnknownModel

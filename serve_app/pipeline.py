@@ -64,11 +64,14 @@ class PieceTranscriber(Protocol):
 
 
 class Burst:
-    """Recordings opened but whose first piece is not yet sent: a hint to the Transcriber's
-    batcher that more requests are about to arrive (``PreparedAudio.preparing``)."""
+    """What a Preprocessor replica is decoding. ``starting``: recordings opened but whose
+    first piece is not yet sent, a hint to the Transcriber's batcher that more requests are
+    about to arrive (``PreparedAudio.preparing``); ``decoding``: recordings with audio left
+    to decode (what the Preprocessor's autoscaling counts, not those only waiting for text)."""
 
     def __init__(self) -> None:
         self.starting = 0
+        self.decoding = 0
 
 
 async def in_thread(fn, *args):
@@ -88,7 +91,8 @@ async def run(
     """The transcription of ``source`` with ``target`` (a served model, or auto's choice)."""
     burst = burst or Burst()
     burst.starting += 1
-    starting = True
+    burst.decoding += 1
+    starting = decoding = True
     stream: PieceStream | None = None
     sender: asyncio.Task | None = None
     queue: asyncio.Queue = asyncio.Queue(maxsize=IN_FLIGHT)
@@ -100,11 +104,14 @@ async def run(
         transcriber = transcriber_for(model)
 
         async def send() -> None:
+            nonlocal decoding
             piece = first
             while piece is not None:
                 piece.preparing = burst.starting
                 await queue.put((piece, asyncio.ensure_future(transcriber.transcribe_piece(piece, options))))
                 piece = await in_thread(stream.next_piece)
+            burst.decoding -= 1
+            decoding = False
             await queue.put(None)
 
         burst.starting -= 1
@@ -134,6 +141,8 @@ async def run(
             sender.cancel()
             with contextlib.suppress(BaseException):
                 await sender
+        if decoding:
+            burst.decoding -= 1
         while not queue.empty():
             item = queue.get_nowait()
             if item is not None:

@@ -37,6 +37,12 @@ class ProgressReport:
         if time.monotonic() - self._last >= self.flush_seconds:
             await self.flush()
 
+    async def finish(self) -> None:
+        """Before the job completes: the texts not yet written, when some were (a long job's
+        stream then has every piece); a job that finished before its first write writes none."""
+        if self.sent and self._pending:
+            await self.flush()
+
     async def flush(self) -> None:
         self._last = time.monotonic()
         pending, self._pending = self._pending, []

@@ -126,6 +126,8 @@ class TranscriptionService:
                 yield item.transcript
             if done is None:
                 raise ServiceError("The transcription ended without its last message.", status_code=500)
+            if report is not None:
+                await report.finish()
         except BaseException as exc:  # GeneratorExit too: the client went away mid-stream
             # Shielded: a client that went away cancels this request, and Serve may cancel it
             # again; the row must still end FAILED now, not PROCESSING until its lease expires.
@@ -162,6 +164,8 @@ class TranscriptionService:
             BlobSource(job.audio_key), self._target(resolved), resolved.decode, resolved.prepare
         )
         transcript, done = await collect(items, report.part if report else None)
+        if report is not None:
+            await report.finish()
         return self._result(transcript, str(job.id), done.model, started)
 
     async def _check_available(self, model: str) -> None:

@@ -26,8 +26,10 @@ class SlowStage:
     """Stands in for the Preprocessor, whose streaming ``transcribe`` the RayBackend calls."""
 
     async def transcribe(self, source, target, options, prepare):
+        from serve_app.pipeline import Finished
+
         await asyncio.sleep(2)
-        yield "not a part: the test looks at the refused calls only"
+        yield Finished(0.0, "tiny.en", "en", None)  # an empty recording: the test looks at the refusals
 
 
 @pytest.fixture(scope="module")

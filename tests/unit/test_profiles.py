@@ -64,7 +64,9 @@ def test_transcriber_options_come_from_the_profile_with_settings_overriding_it()
     deployment = app._bound_deployment
     assert deployment.name == "Transcriber-tiny-en"
     assert deployment.user_config == {"max_batch_size": 16, "batch_wait_timeout_s": 0.1, "decode_batch_size": 4}
-    assert deployment.max_ongoing_requests == 2 * 3 * 16  # a full batch per worker, as many queued (> 64)
+    assert deployment.max_ongoing_requests == 256  # the profile's, above a full batch per worker and as many queued
+    big = transcriber_deployment("tiny.en", profile, Settings(max_batch_size=64, model_workers=3))._bound_deployment
+    assert big.max_ongoing_requests == 2 * 3 * 64
     assert deployment.ray_actor_options["num_cpus"] == 0.5
     assert "LD_PRELOAD" in deployment.ray_actor_options["runtime_env"]["env_vars"]
     with pytest.raises(ValueError, match="max_batch_size"):
