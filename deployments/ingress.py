@@ -35,6 +35,7 @@ class ReplicaWatch:
         self.period = period
         self._unavailable: set[str] = set()
         self._looked_at = 0.0
+        self._looking: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -48,9 +49,13 @@ class ReplicaWatch:
     async def confirm(self, model: str) -> bool:
         """Whether ``model`` has no running replica, asked again when the last answer (which
         says so) is older than half a second: a replica that has just started (the app
-        coming up, a node back) serves at once, not at the next look."""
-        if model in self._unavailable and time.monotonic() - self._looked_at > 0.5:
-            await self._look()
+        coming up, a node back) serves at once, not at the next look. Requests that arrive
+        while a look is under way wait for its answer, not for the one before it."""
+        if model in self._unavailable:
+            if self._looking is None and time.monotonic() - self._looked_at > 0.5:
+                self._looking = asyncio.ensure_future(self._look())
+            if self._looking is not None:
+                await asyncio.shield(self._looking)
         return model in self._unavailable
 
     async def _look(self) -> None:
@@ -65,6 +70,8 @@ class ReplicaWatch:
             }
         except Exception:  # the controller restarting: keep the last answer
             log.warning("replica watch: no status from the Serve controller", exc_info=True)
+        finally:
+            self._looking = None
 
     async def _run(self) -> None:
         while True:

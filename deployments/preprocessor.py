@@ -45,16 +45,16 @@ class Preprocessor:
 
     async def transcribe(self, source, target, options: DecodeOptions, prepare: PrepareOptions):
         """Streaming: ``serve_app.pipeline.Part`` per piece, then a ``Finished``."""
-        from serve_app.errors import UnknownModel
-        from serve_app.pipeline import BlobSource, run
-
         from serve_app.blobs import BlobNotFound
-        from serve_app.errors import ServiceError
+        from serve_app.errors import ServiceError, UnknownModel
+        from serve_app.pipeline import BlobSource, run
 
         try:
             size = len(source) if not isinstance(source, BlobSource) else await self.blobs.size(source.key)
         except BlobNotFound:
-            raise ServiceError(f"The job's audio ({source.key}) is missing from storage.", code="audio_missing") from None
+            raise ServiceError(
+                f"The job's audio ({source.key}) is missing from storage.", code="audio_missing"
+            ) from None
 
         def transcriber(model: str):
             if model not in self.transcribers:
@@ -62,7 +62,9 @@ class Preprocessor:
             return self.transcribers[model]
 
         async with self.budget.hold(size):
-            async for item in run(self.pre, source, self.blobs.open_read, transcriber, target, options, prepare, self.burst):
+            async for item in run(
+                self.pre, source, self.blobs.open_read, transcriber, target, options, prepare, self.burst
+            ):
                 yield item
 
 

@@ -36,13 +36,19 @@ WATCHED = ("Preprocessor", "Transcriber-tiny-en")
 
 
 def replica_pids() -> dict[str, list[int]]:
-    from ray.util.state import list_actors
-
+    """The processes of each watched deployment's replicas, by the title Ray gives them
+    (ray::ServeReplica:<app>:<deployment>)."""
     pids: dict[str, list[int]] = {name: [] for name in WATCHED}
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
         for name in WATCHED:
-            if actor.class_name.endswith(f":{name}") or actor.class_name.endswith(f"ServeReplica:speechtotext:{name}"):
-                pids[name].append(actor.pid)
+            if title.startswith(f"ray::ServeReplica:speechtotext:{name}"):
+                pids[name].append(int(proc.name))
     return pids
 
 

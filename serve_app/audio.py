@@ -142,7 +142,9 @@ class DecodedStream:
     def _count(self, block: np.ndarray) -> np.ndarray:
         self.decoded += block.size
         if self.max_seconds is not None and self.decoded > self.max_seconds * SAMPLE_RATE:
-            raise InvalidAudio(f"The audio is longer than the limit of {self.max_seconds:.0f} s.", code="audio_too_long")
+            raise InvalidAudio(
+                f"The audio is longer than the limit of {self.max_seconds:.0f} s.", code="audio_too_long"
+            )
         if self.decoded > self.plausible * SAMPLE_RATE:
             raise InvalidAudio(
                 f"The file decodes to more than {self.plausible:.0f} s of audio from {self.size / 1024:.1f} KiB, "
@@ -157,7 +159,8 @@ class DecodedStream:
         declared, seconds = self.declared, self.seconds
         if declared is not None and declared > 1.0 and seconds < declared * TRUNCATION_TOLERANCE:
             raise InvalidAudio(
-                f"The audio is truncated: its header declares {declared:.2f} s but only {seconds:.2f} s could be decoded.",
+                f"The audio is truncated: its header declares {declared:.2f} s "
+                f"but only {seconds:.2f} s could be decoded.",
                 code="truncated_audio",
             )
 

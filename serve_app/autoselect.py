@@ -34,7 +34,9 @@ class AutoRule:
     def parse(cls, raw: dict) -> AutoRule:
         unknown = set(raw) - {"quality", "models", "max_seconds"}
         if unknown or raw.get("quality") not in QUALITIES or not raw.get("models"):
-            raise ValueError(f"auto rule {raw!r}: needs quality ({'|'.join(QUALITIES)}) and models, may have max_seconds")
+            raise ValueError(
+                f"auto rule {raw!r}: needs quality ({'|'.join(QUALITIES)}) and models, may have max_seconds"
+            )
         return cls(raw["quality"], tuple(raw["models"]), raw.get("max_seconds"))
 
     def matches(self, quality: str, seconds: float | None) -> bool:

@@ -80,7 +80,9 @@ class BatchService:
         if count == 0:
             raise InvalidParameter("A batch needs at least one file (files) or object key (keys).", param="files")
         if count > self.max_files:
-            raise InvalidParameter(f"A batch holds at most {self.max_files} files; this one has {count}.", param="files")
+            raise InvalidParameter(
+                f"A batch holds at most {self.max_files} files; this one has {count}.", param="files"
+            )
 
     async def submit_uploads(self, tenant: str, uploads: list[AudioUpload], resolved: Resolved, **extra) -> dict:
         self._check_count(len(uploads))
@@ -102,7 +104,9 @@ class BatchService:
         prefix = inbox_prefix(tenant)
         for key in keys:
             if not key.startswith(prefix) or ".." in key.split("/") or not key.isprintable() or len(key) > 1024:
-                raise InvalidParameter(f"Object keys must name objects under '{prefix}' (not '{key[:100]}').", param="keys")
+                raise InvalidParameter(
+                    f"Object keys must name objects under '{prefix}' (not '{key[:100]}').", param="keys"
+                )
         stored: list[tuple[uuid.UUID, str, str, int]] = []
         try:
             for key in keys:
@@ -112,7 +116,9 @@ class BatchService:
                     size = await self.blobs.size(key)
                     await self.blobs.copy(key, target)
                 except BlobNotFound:
-                    raise InvalidParameter(f"No object '{key}' in the store.", code="object_not_found", param="keys") from None
+                    raise InvalidParameter(
+                        f"No object '{key}' in the store.", code="object_not_found", param="keys"
+                    ) from None
                 stored.append((job_id, name, target, size))
             return await self._commit(tenant, stored, resolved, **extra)
         except BaseException:

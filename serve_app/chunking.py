@@ -95,7 +95,9 @@ class SpeechChunker:
         window = samples[lo - self._base :]
         if self.normalize:
             window = normalize(window)
-        found = [(lo / SAMPLE_RATE + a, lo / SAMPLE_RATE + b) for a, b in self.vad.speech(window)] if window.size else []
+        found = (
+            [(lo / SAMPLE_RATE + a, lo / SAMPLE_RATE + b) for a, b in self.vad.speech(window)] if window.size else []
+        )
         end_s = self.end / SAMPLE_RATE
         settled_s = self._settled / SAMPLE_RATE
         line = end_s if final else end_s - SETTLE_SECONDS

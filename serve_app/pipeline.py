@@ -200,7 +200,11 @@ async def collect(items: AsyncIterator[Part | Finished], on_part=None) -> tuple[
 def assemble(parts: list[Transcript], done: Finished) -> Transcript:
     if not parts:
         return Transcript(
-            text="", segments=[], language=done.language, language_probability=done.language_probability, duration=done.duration
+            text="",
+            segments=[],
+            language=done.language,
+            language_probability=done.language_probability,
+            duration=done.duration,
         )
     whole = join(parts)
     notes = {p.alignment_note for p in parts if p.alignment_note}

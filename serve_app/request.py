@@ -28,7 +28,9 @@ class TranscriptionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str | None = Field(
-        None, max_length=200, description="A served model, or 'auto' (chosen by the catalog's rules); default from settings."
+        None,
+        max_length=200,
+        description="A served model, or 'auto' (chosen by the catalog's rules); default from settings.",
     )
     quality: Quality | None = Field(None, description="model=auto only: speed, balanced (default) or accuracy.")
     language: str | None = Field(None, max_length=20, pattern=r"^[A-Za-z_-]+$", description="ISO code; none: detected.")
@@ -87,7 +89,9 @@ class TranscriptionRequest(BaseModel):
             raise UnsupportedLanguage(
                 f"Language '{self.language}' is not a Whisper language code (see /api/v1/languages).", param="language"
             )
-        return Resolved(AUTO, self._decode(self.language, default_beam_size), self._prepare(), self.quality or DEFAULT_QUALITY)
+        return Resolved(
+            AUTO, self._decode(self.language, default_beam_size), self._prepare(), self.quality or DEFAULT_QUALITY
+        )
 
     def _decode(self, language: str | None, default_beam_size: int) -> DecodeOptions:
         return DecodeOptions(

@@ -57,7 +57,9 @@ def test_a_batch_on_the_cluster(service):
     names = [f"harvard_0{n}.wav" for n in range(1, 9)]
     with service.client() as client:
         made = client.post(
-            "/api/v1/batches", files=[("files", (n, audio(n))) for n in names], data={"model": "auto", "quality": "speed", "language": "en"}
+            "/api/v1/batches",
+            files=[("files", (n, audio(n))) for n in names],
+            data={"model": "auto", "quality": "speed", "language": "en"},
         )
         assert made.status_code == 202, made.text
         deadline = time.monotonic() + 300

@@ -37,4 +37,7 @@ def test_the_preprocessor_scales_with_recordings_still_decoding_not_with_open_st
 
     assert decode_load_policy(load({"r1": 0.0}))[0] == 1  # streams only waiting for text: no more replicas
     assert decode_load_policy(load({"r1": 6.0, "r2": 3.0}))[0] == 3  # ceil(9 / 4)
-    assert decode_load_policy(SimpleNamespace(aggregated_metrics=None, config=None, capacity_adjusted_min_replicas=1))[0] == 1
+    assert (
+        decode_load_policy(SimpleNamespace(aggregated_metrics=None, config=None, capacity_adjusted_min_replicas=1))[0]
+        == 1
+    )

@@ -3,6 +3,7 @@ PostgreSQL and BlobStore (local and S3)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 import uuid
@@ -12,7 +13,6 @@ import srt
 
 from serve_app.audio import decode
 from testkit.speech import audio, transcripts, wer
-from tests.unit.test_jobs_flow import LOOPBACK, local_backend, service  # noqa: F401 (fixtures)
 from tests.webhook_receiver import WebhookReceiver
 
 FILES = [f"harvard_0{n}.wav" for n in range(1, 9)] + ["harvard_long.flac"]
@@ -24,7 +24,7 @@ async def wait_batch(client, batch_id, timeout=300):
         body = (await client.get(f"/api/v1/batches/{batch_id}")).json()
         if body["status"] not in ("PENDING", "PROCESSING"):
             return body
-        await __import__("asyncio").sleep(0.3)
+        await asyncio.sleep(0.3)
     raise AssertionError(f"batch {batch_id} still {body['status']}")
 
 
@@ -39,7 +39,7 @@ async def test_a_batch_of_uploads_completes_longest_first_zips_and_announces_its
         body = await wait_batch(client, batch_id)
         deadline = time.monotonic() + 10
         while not receiver.deliveries and time.monotonic() < deadline:
-            await __import__("asyncio").sleep(0.1)
+            await asyncio.sleep(0.1)
     finally:
         receiver.close()
     assert body["status"] == "PARTIAL" and body["aggregate"]["completed"] == 9 and body["aggregate"]["failed"] == 1

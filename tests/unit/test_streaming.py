@@ -3,7 +3,6 @@ model=auto; in one process over the real PostgreSQL, BlobStore, models and speec
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -19,7 +18,7 @@ from serve_app.preprocess import AudioPreprocessor
 from serve_app.settings import Settings
 from testkit.recordings import bomb, long_recording
 from testkit.speech import audio, transcripts, wer
-from tests.unit.test_jobs_flow import local_backend, service, wait_done  # noqa: F401 (fixtures)
+from tests.unit.test_jobs_flow import wait_done
 
 
 @pytest.fixture(scope="module")
@@ -154,21 +153,31 @@ def test_each_auto_rule_of_the_catalog_picks_its_model():
 async def test_model_auto_through_the_api(service):
     client, *_ = service
     english = audio("harvard_02.wav")
-    fast = await client.post("/api/v1/transcriptions", files={"file": ("a.wav", english)}, data={"model": "auto", "quality": "speed"})
+    fast = await client.post(
+        "/api/v1/transcriptions", files={"file": ("a.wav", english)}, data={"model": "auto", "quality": "speed"}
+    )
     assert fast.status_code == 200 and fast.json()["model"] == "tiny.en"  # detected English
     assert wer(transcripts()["harvard_02.wav"], fast.json()["text"]) < 15
     good = await client.post("/api/v1/transcriptions", files={"file": ("a.wav", english)}, data={"model": "auto"})
     assert good.json()["model"] == "base"  # balanced, short
     german = await client.post(
-        "/api/v1/transcriptions", files={"file": ("de.wav", audio("speech_de.wav"))}, data={"model": "auto", "quality": "speed"}
+        "/api/v1/transcriptions",
+        files={"file": ("de.wav", audio("speech_de.wav"))},
+        data={"model": "auto", "quality": "speed"},
     )
     assert german.json()["model"] == "base" and german.json()["language"] == "de"
     job = await client.post(
-        "/api/v1/transcriptions", files={"file": ("a.wav", english)}, data={"model": "auto", "quality": "speed", "sync": "false"}
+        "/api/v1/transcriptions",
+        files={"file": ("a.wav", english)},
+        data={"model": "auto", "quality": "speed", "sync": "false"},
     )
     body = await wait_done(client, job.json()["id"])
     assert body["status"] == "COMPLETED" and body["model"] == "tiny.en"
-    bad = await client.post("/api/v1/transcriptions", files={"file": ("a.wav", english)}, data={"model": "auto", "quality": "best"})
+    bad = await client.post(
+        "/api/v1/transcriptions", files={"file": ("a.wav", english)}, data={"model": "auto", "quality": "best"}
+    )
     assert bad.status_code == 422 and "quality" in bad.json()["error"]["message"]
-    wrong = await client.post("/api/v1/transcriptions", files={"file": ("a.wav", english)}, data={"model": "base", "quality": "speed"})
+    wrong = await client.post(
+        "/api/v1/transcriptions", files={"file": ("a.wav", english)}, data={"model": "base", "quality": "speed"}
+    )
     assert wrong.status_code == 422 and "model=auto only" in wrong.json()["error"]["message"]

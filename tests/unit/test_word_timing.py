@@ -74,8 +74,12 @@ def aligned_backend(catalog, tmp_path_factory):
 async def test_whisperx_alignment_is_used_where_a_model_is_configured(aligned_backend):
     # The alignment model has random weights (tests/align_model.py): this proves the path is
     # taken and its words land inside their segments, not that its times are good.
-    result = await whole(aligned_backend, 
-        audio("harvard_03.wav"), "tiny.en", DecodeOptions(language="en", word_timestamps=True), PrepareOptions()
+    result = await whole(
+        aligned_backend,
+        audio("harvard_03.wav"),
+        "tiny.en",
+        DecodeOptions(language="en", word_timestamps=True),
+        PrepareOptions(),
     )
     assert result.word_timestamps == "whisperx" and result.alignment_note is None
     assert [w.word.lower().strip(".,") for w in result.words][:3] == ["rice", "is", "often"]
