@@ -30,6 +30,7 @@ from serve_app.uploads import AudioUpload, clean_filename
 
 ACTIVE = ("PENDING", "PROCESSING")
 BYTES_PER_SECOND_GUESS = 16_000  # ordering only, for a file whose header states no duration
+STORE_AT_ONCE = 8  # a batch's files written to the BlobStore at once
 
 
 class BatchNotFound(ServiceError):
@@ -87,13 +88,23 @@ class BatchService:
     async def submit_uploads(self, tenant: str, uploads: list[AudioUpload], resolved: Resolved, **extra) -> dict:
         self._check_count(len(uploads))
         stored: list[tuple[uuid.UUID, str, str, int]] = []
+        storing = asyncio.Semaphore(STORE_AT_ONCE)
+
+        async def store(n: int, upload: AudioUpload) -> None:
+            job_id, name = stored[n][0], upload.filename
+            async with storing:
+                size = await self.blobs.put_stream(stored[n][2], upload.blocks())
+            stored[n] = (job_id, name, stored[n][2], size)
+
         try:
             for upload in uploads:
                 job_id = uuid.uuid4()
-                key = audio_key(tenant, job_id, upload.filename)
-                stored.append((job_id, upload.filename, key, 0))
-                size = await self.blobs.put_stream(key, upload.blocks())
-                stored[-1] = (job_id, upload.filename, key, size)
+                stored.append((job_id, upload.filename, audio_key(tenant, job_id, upload.filename), 0))
+            # Every write ends (or fails) before any cleanup below runs: no blob written after it.
+            outcomes = await asyncio.gather(*(store(n, u) for n, u in enumerate(uploads)), return_exceptions=True)
+            failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            if failed is not None:
+                raise failed
             return await self._commit(tenant, stored, resolved, **extra)
         except BaseException:
             await asyncio.gather(*(self.blobs.delete(key) for _, _, key, _ in stored), return_exceptions=True)

@@ -89,7 +89,12 @@ class Settings(BaseSettings):
     )
     # Defaults of each tenant's limits (the tenants table overrides them); 0: no limit.
     limit_requests_per_minute: int = Field(600, ge=0, description="Requests per minute per tenant.")
-    limit_max_concurrent: int = Field(16, ge=0, description="Transcriptions a tenant runs at once.")
+    limit_max_concurrent: int = Field(
+        48,
+        ge=0,
+        description="Transcriptions a tenant runs at once, sync and async together: as many as a JobWorker "
+        "runs, so that one tenant's batch fills the Transcribers' batches as 16 concurrent requests do.",
+    )
     limit_audio_hours_per_day: float = Field(24.0, ge=0, description="Audio hours a tenant transcribes per UTC day.")
     max_upload_mb: int = Field(100, description="Largest accepted upload in MiB.")
     max_audio_seconds: float = Field(4 * 3600, description="Longest accepted audio.")
@@ -125,7 +130,7 @@ class Settings(BaseSettings):
         1, ge=0, description="JobWorker replicas when the profile does not autoscale them; 0: none."
     )
     worker_concurrency: int = Field(
-        32,
+        48,
         ge=1,
         description="Jobs one worker runs at once: enough that many short jobs fill the Transcribers' "
         "batches as concurrent sync requests do (each waits on the models, not on the CPU).",

@@ -54,6 +54,7 @@ class JobWorker:
         self._loop_task: asyncio.Task | None = None
         self.processed = 0
         self.queue_depth = 0  # PENDING jobs at the last look, for autoscaling
+        self._looked_around = 0.0  # when leases were last expired and the queue counted
 
     # -- loop ----------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -62,10 +63,14 @@ class JobWorker:
         while True:
             try:
                 await self._ensure_listener()
-                await self.store.expire_leases()
-                active = await self.store.stats()
-                self.queue_depth = active["queue_depth"]
-                METRICS.active_jobs(active["queue_depth"], active["processing"])
+                # At most once a second: every finished job wakes the loop, and with many short
+                # jobs these two queries were most of what the loop asked of the database.
+                if time.monotonic() - self._looked_around >= 1.0:
+                    self._looked_around = time.monotonic()
+                    await self.store.expire_leases()
+                    active = await self.store.stats()
+                    self.queue_depth = active["queue_depth"]
+                    METRICS.active_jobs(active["queue_depth"], active["processing"])
                 while len(self._running) < self.concurrency:
                     job = await self.store.claim(self.owner, self.lease_seconds, self.tenant_concurrency)
                     if job is None:
