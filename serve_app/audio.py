@@ -246,27 +246,6 @@ def normalize(samples: np.ndarray, peak: float = 0.95) -> np.ndarray:
     return (samples * (peak / top)).astype(np.float32, copy=False)
 
 
-def merge_into_chunks(speech: list[tuple[float, float]], max_seconds: float = MAX_CHUNK_SECONDS) -> list[Chunk]:
-    """Join neighbouring speech regions into chunks of at most ``max_seconds``.
-
-    The same rule as WhisperX's ``merge_chunks``: keep extending the current chunk while the
-    next region still ends within ``max_seconds`` of its start.
-    """
-    chunks: list[Chunk] = []
-    start = end = None
-    for seg_start, seg_end in speech:
-        if start is None:
-            start, end = seg_start, seg_end
-            continue
-        if seg_end - start > max_seconds and end > start:
-            chunks.append(Chunk(round(start, 3), round(end, 3)))
-            start = seg_start
-        end = seg_end
-    if start is not None and end > start:
-        chunks.append(Chunk(round(start, 3), round(end, 3)))
-    return chunks
-
-
 def loud_frames(samples: np.ndarray, frame_seconds: float = 0.01) -> np.ndarray:
     """Which ``frame_seconds`` frames hold sound above the recording's own silence level.
 

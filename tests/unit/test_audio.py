@@ -9,7 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from serve_app.audio import SAMPLE_RATE, decode, merge_into_chunks, normalize
+from serve_app.audio import SAMPLE_RATE, decode, normalize
+from serve_app.chunking import merge_regions
 from serve_app.errors import InvalidAudio, UnsupportedMediaType
 from serve_app.preprocess import AudioPreprocessor, PrepareOptions
 from testkit.speech import audio, transcripts
@@ -109,10 +110,10 @@ def test_audio_over_the_length_limit_is_refused():
 
 def test_merge_into_chunks_keeps_chunks_under_30s():
     speech = [(i * 7.0, i * 7.0 + 6.0) for i in range(10)]
-    chunks = merge_into_chunks(speech)
+    chunks = merge_regions(speech)
     assert all(c.duration <= 30.0 for c in chunks)
     assert chunks[0].start == 0.0 and chunks[-1].end == 69.0
-    assert merge_into_chunks([]) == []
+    assert merge_regions([]) == []
 
 
 def test_normalize_scales_quiet_audio():

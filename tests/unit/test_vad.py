@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from serve_app.audio import decode, merge_into_chunks
+from serve_app.audio import decode
+from serve_app.chunking import merge_regions
 from serve_app.preprocess import AudioPreprocessor
 from serve_app.settings import Settings
 from serve_app.vad import PyannoteVad, SileroVad
@@ -24,7 +25,7 @@ def test_silero_and_pyannote_agree_on_the_long_file():
     for a, b in ((silero, pyannote), (pyannote, silero)):
         assert all(any(s < e2 and s2 < e for s2, e2 in b) for s, e in a)
     for regions in (silero, pyannote):
-        assert all(c.duration <= 30 for c in merge_into_chunks(regions))
+        assert all(c.duration <= 30 for c in merge_regions(regions))
 
 
 def test_default_vad_is_silero_and_pyannote_is_selectable():

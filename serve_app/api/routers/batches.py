@@ -8,9 +8,8 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from serve_app.api.dependencies import Caller, Context, TranscribingCaller
-from serve_app.api.routers.transcriptions import _ERRORS, Tenant, attachment, option, webhook_master_secret
+from serve_app.api.routers.transcriptions import _ERRORS, Options, Tenant, attachment, webhook_master_secret
 from serve_app.errors import InvalidParameter
-from serve_app.request import TranscriptionRequest
 from serve_app.webhooks import check_webhook_url
 
 router = APIRouter(prefix="/api/v1", tags=["batches"])
@@ -23,38 +22,15 @@ async def create_batch(
     request: Request,
     ctx: Context,
     caller: TranscribingCaller,
+    asked: Options,
     files: Annotated[list[UploadFile] | None, File(description="Audio files; repeat the field.")] = None,
     keys: Annotated[
         list[str] | None, Form(description="Keys of objects already in the store, under inbox/<tenant>/.")
     ] = None,
-    model: Annotated[str | None, option("model")] = None,
-    quality: Annotated[str | None, option("quality")] = None,
-    language: Annotated[str | None, option("language")] = None,
-    task: Annotated[str, Form(description="transcribe, or translate (to English)")] = "transcribe",
     webhook_url: Annotated[str | None, Form(description="POSTed once, when the whole batch has ended.")] = None,
-    beam_size: Annotated[int | None, option("beam_size")] = None,
-    prompt: Annotated[str | None, option("prompt")] = None,
-    temperature: Annotated[float, option("temperature")] = 0.0,
-    timestamps: Annotated[bool, option("timestamps")] = False,
-    word_timestamps: Annotated[bool, option("word_timestamps")] = False,
-    normalize: Annotated[bool, option("normalize")] = True,
-    vad: Annotated[bool, option("vad")] = True,
 ):
     """Every file becomes an async job of the batch, with the same options; 202 with the
     batch id once all are stored and queued (longest first)."""
-    asked = TranscriptionRequest.parse(
-        model=model,
-        quality=quality,
-        language=language,
-        task=task,
-        beam_size=beam_size,
-        prompt=prompt,
-        temperature=temperature,
-        timestamps=timestamps,
-        word_timestamps=word_timestamps,
-        normalize=normalize,
-        vad=vad,
-    )
     service = ctx.service
     resolved = service.resolve(asked)
     request.state.model = resolved.model

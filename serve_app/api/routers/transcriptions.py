@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from serve_app.api.dependencies import Caller, Context, ServiceContext, TranscribingCaller
@@ -31,6 +31,38 @@ Tenant = Annotated[
 def option(name: str):
     """A form field of a TranscriptionRequest option: described here, validated there (once)."""
     return Form(description=TranscriptionRequest.model_fields[name].description)
+
+
+def transcription_options(
+    model: Annotated[str | None, option("model")] = None,
+    quality: Annotated[str | None, option("quality")] = None,
+    language: Annotated[str | None, option("language")] = None,
+    task: Annotated[str, Form(description="transcribe, or translate (to English)")] = "transcribe",
+    beam_size: Annotated[int | None, option("beam_size")] = None,
+    prompt: Annotated[str | None, option("prompt")] = None,
+    temperature: Annotated[float, option("temperature")] = 0.0,
+    timestamps: Annotated[bool, option("timestamps")] = False,
+    word_timestamps: Annotated[bool, option("word_timestamps")] = False,
+    normalize: Annotated[bool, option("normalize")] = True,
+    vad: Annotated[bool, option("vad")] = True,
+) -> TranscriptionRequest:
+    """The options of a transcription from form fields (a single one, or each file of a batch)."""
+    return TranscriptionRequest.parse(
+        model=model,
+        quality=quality,
+        language=language,
+        task=task,
+        beam_size=beam_size,
+        prompt=prompt,
+        temperature=temperature,
+        timestamps=timestamps,
+        word_timestamps=word_timestamps,
+        normalize=normalize,
+        vad=vad,
+    )
+
+
+Options = Annotated[TranscriptionRequest, Depends(transcription_options)]
 
 
 def render(result: TranscriptionResult, fmt: str) -> Response:
@@ -58,34 +90,11 @@ async def create_transcription(
     ctx: Context,
     caller: TranscribingCaller,
     file: Annotated[UploadFile, File(description="Audio in any common container.")],
-    model: Annotated[str | None, option("model")] = None,
-    quality: Annotated[str | None, option("quality")] = None,
-    language: Annotated[str | None, option("language")] = None,
-    task: Annotated[str, Form(description="transcribe, or translate (to English)")] = "transcribe",
+    asked: Options,
     response_format: Annotated[ResponseFormat, Form()] = "json",
     sync: Annotated[bool, Form(description="Wait for the result (true) or get a job id (false).")] = True,
     webhook_url: Annotated[str | None, Form(description="POSTed when an async job ends.")] = None,
-    beam_size: Annotated[int | None, option("beam_size")] = None,
-    prompt: Annotated[str | None, option("prompt")] = None,
-    temperature: Annotated[float, option("temperature")] = 0.0,
-    timestamps: Annotated[bool, option("timestamps")] = False,
-    word_timestamps: Annotated[bool, option("word_timestamps")] = False,
-    normalize: Annotated[bool, option("normalize")] = True,
-    vad: Annotated[bool, option("vad")] = True,
 ):
-    asked = TranscriptionRequest.parse(
-        model=model,
-        quality=quality,
-        language=language,
-        task=task,
-        beam_size=beam_size,
-        prompt=prompt,
-        temperature=temperature,
-        timestamps=timestamps,
-        word_timestamps=word_timestamps,
-        normalize=normalize,
-        vad=vad,
-    )
     service = ctx.service
     resolved = service.resolve(asked)
     request.state.model = resolved.model
