@@ -28,10 +28,19 @@ def local_backend(catalog):
 
 
 @pytest.fixture
-async def service(pg_dsn, blob_settings, catalog, local_backend):
+def job_dsn():
+    """A database of the test's own: a JobWorker of one test can never claim another's jobs
+    (the session's shared database let a worker that outlived its test take later tests' jobs)."""
+    from tests.conftest import _fresh_database
+
+    yield from _fresh_database()
+
+
+@pytest.fixture
+async def service(job_dsn, blob_settings, catalog, local_backend):
     # The tests' webhook receivers listen on loopback: allowed here, as an internal receiver.
-    settings = Settings(database_url=pg_dsn, webhook_secret=SECRET, webhook_allow_hosts=[LOOPBACK], **blob_settings)
-    store = JobStore(pg_dsn)
+    settings = Settings(database_url=job_dsn, webhook_secret=SECRET, webhook_allow_hosts=[LOOPBACK], **blob_settings)
+    store = JobStore(job_dsn)
     await store.migrate()
     blobs = BlobStore.from_settings(settings)
     service = TranscriptionService(settings, catalog, local_backend, JobService(store, blobs, max_attempts=2))
