@@ -74,10 +74,6 @@ class Burst:
         self.decoding = 0
 
 
-async def in_thread(fn, *args):
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-
 async def run(
     preprocessor: AudioPreprocessor,
     source: bytes | BlobSource,
@@ -98,8 +94,8 @@ async def run(
     queue: asyncio.Queue = asyncio.Queue(maxsize=IN_FLIGHT)
     try:
         opened = source if isinstance(source, bytes) else await _open(open_blob, source.key)
-        stream = await in_thread(preprocessor.open, opened, prepare)
-        first = await in_thread(stream.next_piece)
+        stream = await asyncio.to_thread(preprocessor.open, opened, prepare)
+        first = await asyncio.to_thread(stream.next_piece)
         model, options, probability = await _choose(stream, first, transcriber_for, target, options)
         transcriber = transcriber_for(model)
 
@@ -109,7 +105,7 @@ async def run(
             while piece is not None:
                 piece.preparing = burst.starting
                 await queue.put((piece, asyncio.ensure_future(transcriber.transcribe_piece(piece, options))))
-                piece = await in_thread(stream.next_piece)
+                piece = await asyncio.to_thread(stream.next_piece)
             burst.decoding -= 1
             decoding = False
             await queue.put(None)
@@ -153,7 +149,7 @@ async def run(
 
 async def _open(open_blob, key: str):
     try:
-        return await in_thread(open_blob, key)
+        return await asyncio.to_thread(open_blob, key)
     except BlobNotFound:
         raise ServiceError(f"The job's audio ({key}) is missing from storage.", code="audio_missing") from None
 

@@ -8,9 +8,8 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from serve_app.api.dependencies import Caller, Context, TranscribingCaller
-from serve_app.api.routers.transcriptions import _ERRORS, Options, Tenant, attachment, webhook_master_secret
+from serve_app.api.routers.transcriptions import _ERRORS, Options, Tenant, accepted, attachment
 from serve_app.errors import InvalidParameter
-from serve_app.webhooks import check_webhook_url
 
 router = APIRouter(prefix="/api/v1", tags=["batches"])
 
@@ -32,11 +31,7 @@ async def create_batch(
     """Every file becomes an async job of the batch, with the same options; 202 with the
     batch id once all are stored and queued (longest first)."""
     service = ctx.service
-    resolved = service.resolve(asked)
-    request.state.model = resolved.model
-    if webhook_url:
-        webhook_master_secret(ctx, param="webhook_url")
-        await check_webhook_url(webhook_url, ctx.settings.webhook_allow_hosts)
+    resolved = await accepted(ctx, request, asked, webhook_url)
     if files and keys:
         raise InvalidParameter("Send files or keys, not both.", param="keys")
     extra = {"webhook_url": webhook_url or None, "request_id": request.state.request_id}

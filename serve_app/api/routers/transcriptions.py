@@ -96,11 +96,7 @@ async def create_transcription(
     webhook_url: Annotated[str | None, Form(description="POSTed when an async job ends.")] = None,
 ):
     service = ctx.service
-    resolved = service.resolve(asked)
-    request.state.model = resolved.model
-    if webhook_url:
-        webhook_master_secret(ctx, param="webhook_url")
-        await check_webhook_url(webhook_url, ctx.settings.webhook_allow_hosts)
+    resolved = await accepted(ctx, request, asked, webhook_url)
     upload = service.upload(file)
 
     if not sync:
@@ -118,6 +114,17 @@ async def create_transcription(
     result = await service.transcribe(resolved, upload, caller=caller, request_id=request.state.request_id)
     request.state.audio_seconds = round(result.duration, 2)
     return render(result, response_format)
+
+
+async def accepted(ctx: ServiceContext, request: Request, asked: TranscriptionRequest, webhook_url: str | None):
+    """The request resolved against the served models, and its webhook URL checked (one
+    transcription or a batch of them)."""
+    resolved = ctx.service.resolve(asked)
+    request.state.model = resolved.model
+    if webhook_url:
+        webhook_master_secret(ctx, param="webhook_url")
+        await check_webhook_url(webhook_url, ctx.settings.webhook_allow_hosts)
+    return resolved
 
 
 def webhook_master_secret(ctx: ServiceContext, param: str | None = None) -> str:
