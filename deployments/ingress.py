@@ -30,10 +30,12 @@ class ReplicaWatch:
     ``period`` seconds (about 30 ms a call), so that sync requests for them get a 503 at once
     instead of waiting in the handle until a replica comes back."""
 
-    def __init__(self, deployments: dict[str, str], period: float = 2.0):
+    def __init__(self, deployments: dict[str, str], period: float = 2.0, parts: dict[str, str] | None = None):
         self.deployments = deployments  # model -> deployment name
+        self.parts = parts or {}  # what else must run for readiness: label -> deployment name
         self.period = period
         self._unavailable: set[str] = set()
+        self._parts_missing: set[str] = set()
         self._looked_at = 0.0
         self._looking: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
@@ -58,6 +60,14 @@ class ReplicaWatch:
                 await asyncio.shield(self._looking)
         return model in self._unavailable
 
+    async def not_running(self) -> list[str]:
+        """Models and parts with no running replica, from a look at most half a second old."""
+        if self._looking is None and time.monotonic() - self._looked_at > 0.5:
+            self._looking = asyncio.ensure_future(self._look())
+        if self._looking is not None:
+            await asyncio.shield(self._looking)
+        return sorted(self._unavailable) + sorted(self._parts_missing)
+
     async def _look(self) -> None:
         self._looked_at = time.monotonic()
         try:
@@ -67,6 +77,11 @@ class ReplicaWatch:
                 model
                 for model, name in self.deployments.items()
                 if name in deployments and not deployments[name].replica_states.get("RUNNING", 0)
+            }
+            self._parts_missing = {
+                label
+                for label, name in self.parts.items()
+                if name not in deployments or not deployments[name].replica_states.get("RUNNING", 0)
             }
         except Exception:  # the controller restarting: keep the last answer
             log.warning("replica watch: no status from the Serve controller", exc_info=True)
@@ -91,6 +106,7 @@ class RayBackend:
         self.preprocessor = preprocessor
         self.transcribers = transcribers
         self.watch = watch
+        self._warmup: asyncio.Task | None = None
 
     def unavailable(self) -> set[str]:
         return self.watch.unavailable() if self.watch else set()
@@ -98,10 +114,36 @@ class RayBackend:
     async def available(self, model: str) -> bool:
         return not (self.watch and await self.watch.confirm(model))
 
-    async def transcribe(self, source, target, options: DecodeOptions, prepare: PrepareOptions):
+    async def not_ready(self) -> list[str]:
+        waiting = await self.watch.not_running() if self.watch else []
+        if self._warmup is not None and not self._warmup.done():
+            waiting.append("warm-up")
+        return waiting
+
+    def start_warmup(self) -> None:
+        """Run the bundled speech through this replica's path to each model once everything
+        runs (in the background; /ready waits for it). The first request through a handle
+        sets up its router and waits for the replica list: a request should not pay that."""
+        self._warmup = asyncio.get_running_loop().create_task(self._warm())
+
+    async def _warm(self) -> None:
+        from serve_app.warmup import speech
+
+        while self.watch and await self.watch.not_running():
+            await asyncio.sleep(0.5)
+        for model in self.transcribers:
+            started = time.perf_counter()
+            try:
+                async for _ in self.transcribe(speech(), model, DecodeOptions(language="en"), PrepareOptions()):
+                    pass
+            except Exception:  # a warm-up that fails must not stop the replica: requests will tell
+                log.warning("warm-up through %s failed", model, exc_info=True)
+            log.info("Ingress: path to %s warmed in %.2f s", model, time.perf_counter() - started)
+
+    async def transcribe(self, source, target, options: DecodeOptions, prepare: PrepareOptions, speakers=None):
         """The Preprocessor's stream of parts; the audio goes from it to the Transcriber
         through the object store, never through this replica."""
-        items = self.preprocessor.options(stream=True).transcribe.remote(source, target, options, prepare)
+        items = self.preprocessor.options(stream=True).transcribe.remote(source, target, options, prepare, speakers)
         done = False
         try:
             async for item in items:
@@ -174,12 +216,21 @@ class Ingress:
             _renice_threads(nice)
         # `worker` is bound here only so that Serve deploys the JobWorker; jobs reach it
         # through PostgreSQL, never through this handle.
-        watch = ReplicaWatch({model: transcriber_name(model) for model in transcribers})
+        watch = ReplicaWatch(
+            {model: transcriber_name(model) for model in transcribers}, parts={"preprocessor": "Preprocessor"}
+        )
         await watch.start()
-        self.service = service_of(Settings(**settings), preprocessor, transcribers, watch)
+        cfg = Settings(**settings)
+        self.service = service_of(cfg, preprocessor, transcribers, watch)
+        if cfg.warmup:
+            self.service.backend.start_warmup()
         self.api = create_app(self.service)
         # Which replica answered (x-stt-replica on every response): for operators and tests.
         self.api.state.replica = serve.get_replica_context().replica_id.unique_id
+        # Serve's RequestIdMiddleware, around this app, answers with the request's X-Request-ID
+        # (made by Serve when the client sent none, or HAProxy dropped a malformed one): this
+        # app adds none of its own, or every response would carry it twice.
+        self.api.state.server_echoes_request_id = True
 
     def __serve_build_asgi_app__(self):
         return self.api

@@ -29,6 +29,10 @@ class DeploymentOptions(BaseModel):
     max_ongoing_requests: int | None = Field(None, ge=1)
     max_queued_requests: int | None = Field(None, ge=-1)
     autoscaling_config: dict[str, Any] | None = None
+    # A stopping replica waits for its in-flight requests, checking every wait_loop seconds, at
+    # most timeout seconds (Ray's defaults: 2 and 20).
+    graceful_shutdown_wait_loop_s: float | None = Field(None, gt=0)
+    graceful_shutdown_timeout_s: float | None = Field(None, ge=0)
 
     def serve_options(self) -> dict[str, Any]:
         """The keyword arguments of ``Deployment.options``: what the profile sets."""
@@ -58,6 +62,11 @@ class WorkerProfile(DeploymentOptions):
     pass
 
 
+class DiarizerProfile(DeploymentOptions):
+    nice: int = Field(0, description="Priority of the encoder's threads.")
+    max_batch_size: int = Field(16, ge=1, description="Pieces of concurrent recordings per encoder batch.")
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +74,7 @@ class Profile(BaseModel):
     preprocessor: PreprocessorProfile = Field(default_factory=PreprocessorProfile)
     transcriber: TranscriberProfile = Field(default_factory=TranscriberProfile)
     worker: WorkerProfile = Field(default_factory=WorkerProfile)
+    diarizer: DiarizerProfile = Field(default_factory=DiarizerProfile)
 
 
 class ProfileError(ValueError):

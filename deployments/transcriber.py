@@ -56,6 +56,15 @@ class Transcriber:
             workers=options.model_workers,
             limits=options.limits(),
         )
+        if cfg.warmup:  # before Serve marks this replica running (serve_app/warmup.py)
+            from serve_app.warmup import warm_engine
+
+            warm_engine(
+                self.transcriber.engine,
+                (1, options.decode_batch_size),
+                catalog.get(model).multilingual,
+                workers=options.model_workers,
+            )
 
     def reconfigure(self, config: dict) -> None:
         """Batch limits from user_config: change them with `serve deploy`, no restart."""

@@ -150,16 +150,16 @@ def lone_latency(transcribe, data: bytes, n: int = 7) -> float:
     return statistics.median(times)
 
 
-def start_service(data_dir: str) -> tuple[str, callable]:
+def start_service(data_dir: str, args: dict | None = None) -> tuple[str, callable]:
     import ray
     from ray import serve
 
     from deployments.app import APP_NAME, build_app
-    from deployments.cli import free_port, local_cluster_env
+    from deployments.cli import free_port, local_cluster_env, stop_local_cluster
 
     port = free_port()
     root = str(Path(__file__).resolve().parents[1])
-    local_cluster_env(free_ports=True)  # as `make run` (deployments/cli.py) starts it
+    run_dir = local_cluster_env(free_ports=True)  # as `make run` (deployments/cli.py) starts it
     ray.init(
         address="local",
         include_dashboard=False,
@@ -167,11 +167,10 @@ def start_service(data_dir: str) -> tuple[str, callable]:
         runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "PYTHONPATH": root}},
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"data_dir": data_dir}), name=APP_NAME, route_prefix="/")
+    serve.run(build_app({"data_dir": data_dir, **(args or {})}), name=APP_NAME, route_prefix="/")
 
     def stop():
-        serve.shutdown()
-        ray.shutdown()
+        stop_local_cluster(run_dir)
 
     return f"http://127.0.0.1:{port}", stop
 

@@ -17,18 +17,29 @@ from serve_app.catalog import ModelCatalog
 from serve_app.pipeline import BlobSource, Burst, Finished, Part, run
 from serve_app.preprocess import AudioPreprocessor, PrepareOptions
 from serve_app.settings import Settings
-from serve_app.transcript import DecodeOptions
+from serve_app.transcript import DecodeOptions, DiarizeOptions
 
 
 class TranscriptionBackend(Protocol):
     def transcribe(
-        self, source: bytes | BlobSource, target: str | ModelChoice, options: DecodeOptions, prepare: PrepareOptions
+        self,
+        source: bytes | BlobSource,
+        target: str | ModelChoice,
+        options: DecodeOptions,
+        prepare: PrepareOptions,
+        speakers: DiarizeOptions | None = None,
     ) -> AsyncIterator[Part | Finished]:
-        """serve_app.pipeline.run's parts, each as soon as it is transcribed, then Finished."""
+        """serve_app.pipeline.run's parts, each as soon as it is transcribed, then Finished
+        (with who spoke when, if ``speakers`` asks for it)."""
         ...
 
     def unavailable(self) -> set[str]:
         """Models that cannot transcribe right now (no replica runs), as last seen."""
+        ...
+
+    async def not_ready(self) -> list[str]:
+        """The models and parts (the preprocessor) with no running, warmed replica yet, asked
+        now; empty when everything can take requests."""
         ...
 
     async def available(self, model: str) -> bool:
@@ -73,6 +84,7 @@ class LocalBackend:
         self.burst = Burst()
         self._transcribers: dict = {}
         self._model_lock = threading.Lock()  # a model loads once, however many ask at once
+        self._speaker_model = None
 
     def _load(self, model: str):
         with self._model_lock:
@@ -94,15 +106,36 @@ class LocalBackend:
     def unavailable(self) -> set[str]:
         return set()  # loaded in this process on first use
 
+    async def not_ready(self) -> list[str]:
+        return []
+
     async def available(self, model: str) -> bool:
         return True
 
-    async def transcribe(self, source, target, options, prepare) -> AsyncIterator[Part | Finished]:
+    def _diarizer(self):
+        from serve_app.diarize import LocalDiarizer
+
+        with self._model_lock:
+            if self._speaker_model is None:
+                self._speaker_model = LocalDiarizer(self.settings.resolved_device)
+            return self._speaker_model
+
+    async def transcribe(self, source, target, options, prepare, speakers=None) -> AsyncIterator[Part | Finished]:
         models = {m for m in ([target] if isinstance(target, str) else [m for m, _ in target.served])}
         for model in models:
             await asyncio.to_thread(self._load, model)
         loaded = {m: self._transcribers[m] for m in models}
+        diarizer = await asyncio.to_thread(self._diarizer) if speakers is not None else None
         async for item in run(
-            self.preprocessor, source, self._open_blob, loaded.__getitem__, target, options, prepare, self.burst
+            self.preprocessor,
+            source,
+            self._open_blob,
+            loaded.__getitem__,
+            target,
+            options,
+            prepare,
+            self.burst,
+            diarizer=diarizer,
+            speakers=speakers,
         ):
             yield item

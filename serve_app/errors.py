@@ -98,6 +98,13 @@ class Overloaded(ServiceError):
     code = "overloaded"
 
 
+class NotReady(ServiceError):
+    """/api/v1/ready while a part of the service has not started (and warmed) yet."""
+
+    status_code = 503
+    code = "not_ready"
+
+
 def unwrap(exc: BaseException) -> BaseException:
     """The original exception behind a Ray task error (Ray wraps remote exceptions)."""
     # Ray's wrapper subclasses the original's class, so isinstance() already matches it, but

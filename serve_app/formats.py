@@ -31,28 +31,48 @@ def timestamp(seconds: float, *, decimal: str = ".", always_hours: bool = True) 
     return f"{head}{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
 
 
+def _said(segment: TimedText) -> str:
+    """The segment's text, after its speaker in brackets when diarized."""
+    speaker = getattr(segment, "speaker", None)
+    return f"[{speaker}] {segment.text.strip()}" if speaker else segment.text.strip()
+
+
 def to_text(segments: Iterable[TimedText]) -> str:
-    return "\n".join(s.text.strip() for s in segments if s.text.strip()) + "\n"
+    return "\n".join(_said(s) for s in segments if s.text.strip()) + "\n"
 
 
 def to_srt(segments: Iterable[TimedText]) -> str:
     blocks = [
-        f"{n}\n{timestamp(s.start, decimal=',')} --> {timestamp(s.end, decimal=',')}\n{s.text.strip()}\n"
+        f"{n}\n{timestamp(s.start, decimal=',')} --> {timestamp(s.end, decimal=',')}\n{_said(s)}\n"
         for n, s in enumerate((s for s in segments if s.text.strip()), start=1)
     ]
     return "\n".join(blocks)
 
 
+def _voiced(segment: TimedText) -> str:
+    """WebVTT's voice span (<v Name>) for a diarized segment; '<', '>' and '&' escaped."""
+    text = segment.text.strip().replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    speaker = getattr(segment, "speaker", None)
+    if not speaker:
+        return text
+    name = speaker.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return f"<v {name}>{text}"
+
+
 def to_vtt(segments: Iterable[TimedText]) -> str:
-    blocks = [f"{timestamp(s.start)} --> {timestamp(s.end)}\n{s.text.strip()}\n" for s in segments if s.text.strip()]
+    blocks = [f"{timestamp(s.start)} --> {timestamp(s.end)}\n{_voiced(s)}\n" for s in segments if s.text.strip()]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
 def to_tsv(segments: Iterable[TimedText]) -> str:
-    rows = ["start\tend\ttext"] + [
-        f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{s.text.strip().replace(chr(9), ' ')}"
+    segments = [s for s in segments if s.text.strip()]
+    diarized = any(getattr(s, "speaker", None) for s in segments)
+    head = "start\tend\tspeaker\ttext" if diarized else "start\tend\ttext"
+    rows = [head] + [
+        f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t"
+        + (f"{getattr(s, 'speaker', None) or ''}\t" if diarized else "")
+        + s.text.strip().replace(chr(9), " ")
         for s in segments
-        if s.text.strip()
     ]
     return "\n".join(rows) + "\n"
 

@@ -20,9 +20,10 @@ from typing import Protocol
 from serve_app.audio import PreparedAudio
 from serve_app.autoselect import ModelChoice
 from serve_app.blobs import BlobNotFound
+from serve_app.diarize import Diarization, Windows, label
 from serve_app.errors import ServiceError
 from serve_app.preprocess import AudioPreprocessor, PieceStream, PrepareOptions
-from serve_app.transcript import DecodeOptions, Transcript, join, shifted
+from serve_app.transcript import DecodeOptions, DiarizeOptions, Transcript, join, shifted
 
 IN_FLIGHT = 8  # pieces of one recording at the Transcriber at once (~2 MB each)
 
@@ -51,6 +52,7 @@ class Finished:
     model: str
     language: str
     language_probability: float | None
+    diarization: Diarization | None = None  # who spoke when, if asked
 
 
 class PieceTranscriber(Protocol):
@@ -61,6 +63,15 @@ class PieceTranscriber(Protocol):
     async def detect_language(self, piece: PreparedAudio) -> tuple[str, float]: ...
 
     async def transcribe_piece(self, piece: PreparedAudio, options: DecodeOptions) -> Transcript: ...
+
+
+class PieceDiarizer(Protocol):
+    """Speaker embeddings piece by piece, then who spoke when (a Diarizer deployment's handle,
+    or serve_app.diarize.LocalDiarizer)."""
+
+    async def embed(self, piece: PreparedAudio) -> Windows: ...
+
+    async def diarize(self, windows: Windows, options: DiarizeOptions) -> Diarization: ...
 
 
 class Burst:
@@ -83,8 +94,13 @@ async def run(
     options: DecodeOptions,
     prepare: PrepareOptions,
     burst: Burst | None = None,
+    *,
+    diarizer: PieceDiarizer | None = None,
+    speakers: DiarizeOptions | None = None,
 ) -> AsyncIterator[Part | Finished]:
-    """The transcription of ``source`` with ``target`` (a served model, or auto's choice)."""
+    """The transcription of ``source`` with ``target`` (a served model, or auto's choice);
+    with ``speakers``, each piece's speaker embeddings are computed beside its transcription
+    and ``Finished`` says who spoke when."""
     burst = burst or Burst()
     burst.starting += 1
     burst.decoding += 1
@@ -92,6 +108,9 @@ async def run(
     stream: PieceStream | None = None
     sender: asyncio.Task | None = None
     queue: asyncio.Queue = asyncio.Queue(maxsize=IN_FLIGHT)
+    embeds: list[asyncio.Future] = []
+    if speakers is None:
+        diarizer = None
     try:
         opened = source if isinstance(source, bytes) else await _open(open_blob, source.key)
         stream = await asyncio.to_thread(preprocessor.open, opened, prepare)
@@ -104,6 +123,8 @@ async def run(
             piece = first
             while piece is not None:
                 piece.preparing = burst.starting
+                if diarizer is not None:
+                    embeds.append(asyncio.ensure_future(diarizer.embed(piece)))
                 await queue.put((piece, asyncio.ensure_future(transcriber.transcribe_piece(piece, options))))
                 piece = await asyncio.to_thread(stream.next_piece)
             burst.decoding -= 1
@@ -129,8 +150,14 @@ async def run(
             piece, transcribed = item
             transcript = shifted(await transcribed, piece.offset)
             yield Part(transcript, piece.offset, round(piece.offset + piece.duration, 3), stream.declared, model)
-        yield Finished(round(stream.seconds, 3), model, options.language or "en", probability)
+        diarization = None
+        if diarizer is not None:
+            windows = Windows.concat(list(await asyncio.gather(*embeds)))
+            diarization = await diarizer.diarize(windows, speakers)
+        yield Finished(round(stream.seconds, 3), model, options.language or "en", probability, diarization)
     finally:
+        for embed in embeds:
+            embed.cancel()
         if starting:
             burst.starting -= 1
         if sender is not None:
@@ -194,6 +221,11 @@ async def collect(items: AsyncIterator[Part | Finished], on_part=None) -> tuple[
 
 
 def assemble(parts: list[Transcript], done: Finished) -> Transcript:
+    whole = _joined(parts, done)
+    return label(whole, done.diarization) if done.diarization is not None else whole
+
+
+def _joined(parts: list[Transcript], done: Finished) -> Transcript:
     if not parts:
         return Transcript(
             text="",

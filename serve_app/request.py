@@ -11,15 +11,16 @@ import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from serve_app.autoselect import DEFAULT_QUALITY, Quality
 from serve_app.catalog import WHISPER_LANGUAGES, ModelSpec
 from serve_app.errors import InvalidParameter, UnsupportedLanguage
 from serve_app.preprocess import PrepareOptions
-from serve_app.transcript import DecodeOptions, Task
+from serve_app.transcript import DecodeOptions, DiarizeOptions, Task
 
 MAX_PROMPT_CHARS = 800
+MAX_SPEAKERS = 20
 
 
 class TranscriptionRequest(BaseModel):
@@ -48,6 +49,9 @@ class TranscriptionRequest(BaseModel):
     word_timestamps: bool = Field(False, description="Start and end of every word.")
     normalize: bool = True
     vad: bool = Field(True, description="Skip silence with voice activity detection.")
+    diarize: bool = Field(False, description="Label every segment and word with its speaker (who spoke when).")
+    min_speakers: int | None = Field(None, ge=1, le=MAX_SPEAKERS, description="diarize only: at least this many.")
+    max_speakers: int | None = Field(None, ge=1, le=MAX_SPEAKERS, description="diarize only: at most this many.")
 
     @field_validator("model", "language", "prompt", mode="before")
     @classmethod
@@ -71,6 +75,14 @@ class TranscriptionRequest(BaseModel):
             raise ValueError("must not contain control characters")
         return value
 
+    @model_validator(mode="after")
+    def _speakers(self) -> TranscriptionRequest:
+        if not self.diarize and (self.min_speakers is not None or self.max_speakers is not None):
+            raise ValueError("min_speakers and max_speakers apply with diarize=true only")
+        if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
+            raise ValueError("min_speakers must not be above max_speakers")
+        return self
+
     @classmethod
     def parse(cls, **fields: Any) -> TranscriptionRequest:
         """Validate ``fields``; a mistake raises InvalidParameter naming the field."""
@@ -90,7 +102,11 @@ class TranscriptionRequest(BaseModel):
                 f"Language '{self.language}' is not a Whisper language code (see /api/v1/languages).", param="language"
             )
         return Resolved(
-            AUTO, self._decode(self.language, default_beam_size), self._prepare(), self.quality or DEFAULT_QUALITY
+            AUTO,
+            self._decode(self.language, default_beam_size),
+            self._prepare(),
+            self.quality or DEFAULT_QUALITY,
+            self._diarize(),
         )
 
     def _decode(self, language: str | None, default_beam_size: int) -> DecodeOptions:
@@ -101,8 +117,12 @@ class TranscriptionRequest(BaseModel):
             initial_prompt=self.prompt,
             temperature=self.temperature,
             timestamps=self.timestamps,
-            word_timestamps=self.word_timestamps,
+            # Diarization splits segments where the speaker changes: it needs the words' times.
+            word_timestamps=self.word_timestamps or self.diarize,
         )
+
+    def _diarize(self) -> DiarizeOptions | None:
+        return DiarizeOptions(self.min_speakers, self.max_speakers) if self.diarize else None
 
     def _prepare(self) -> PrepareOptions:
         return PrepareOptions(normalize=self.normalize, vad=self.vad)
@@ -132,7 +152,7 @@ class TranscriptionRequest(BaseModel):
             )
         # English-only: nothing to detect.
         decode = self._decode(language if spec.multilingual else "en", default_beam_size)
-        return Resolved(spec.name, decode, self._prepare())
+        return Resolved(spec.name, decode, self._prepare(), diarize=self._diarize())
 
 
 AUTO = "auto"
@@ -146,10 +166,13 @@ class Resolved:
     decode: DecodeOptions
     prepare: PrepareOptions
     quality: str | None = None  # model=auto's
+    diarize: DiarizeOptions | None = None
 
     def job_options(self) -> dict:
         """The form a job row keeps (``transcription_jobs.options``)."""
         options = {"decode": asdict(self.decode), "prepare": asdict(self.prepare)}
+        if self.diarize is not None:
+            options["diarize"] = self.diarize.stored()
         return options | ({"quality": self.quality} if self.quality else {})
 
     @classmethod
@@ -159,4 +182,5 @@ class Resolved:
             DecodeOptions(**options.get("decode", {})),
             PrepareOptions(**options.get("prepare", {})),
             options.get("quality"),
+            DiarizeOptions(**options["diarize"]) if options.get("diarize") is not None else None,
         )

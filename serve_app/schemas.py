@@ -15,6 +15,7 @@ class WordOut(BaseModel):
     start: float
     end: float
     probability: float | None = None
+    speaker: str | None = None
 
 
 class SegmentOut(BaseModel):
@@ -29,6 +30,12 @@ class SegmentOut(BaseModel):
     seek: int = 0
     tokens: list[int] = Field(default_factory=list)
     words: list[WordOut] | None = None
+    speaker: str | None = Field(None, description="With diarize=true: who speaks (SPEAKER_00, ... or a known name).")
+
+
+class SpeakerTime(BaseModel):
+    speaker: str
+    seconds: float = Field(description="Total speaking time.")
 
 
 class TranscriptionResult(BaseModel):
@@ -52,6 +59,7 @@ class TranscriptionResult(BaseModel):
         "'whisper' (Whisper's cross-attention); null when words were not asked for.",
     )
     alignment_note: str | None = Field(None, description="Why WhisperX alignment was not used, when it was not.")
+    speakers: list[SpeakerTime] | None = Field(None, description="With diarize=true: each speaker found.")
 
     @property
     def words(self) -> list[WordOut]:
@@ -71,6 +79,7 @@ class TranscriptionResult(BaseModel):
             processing_time=round(processing_time, 3),
             word_timestamps=transcript.word_timestamps,
             alignment_note=transcript.alignment_note,
+            speakers=transcript.speakers,
         )
 
 
@@ -83,6 +92,7 @@ class ModelInfo(BaseModel):
     device: str
     compute_type: str
     default: bool = False
+    diarization: bool = Field(False, description="Whether diarize=true (who spoke when) works with this model.")
 
 
 class ErrorBody(BaseModel):

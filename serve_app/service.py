@@ -22,7 +22,7 @@ from serve_app.auth import Principal
 from serve_app.autoselect import DEFAULT_QUALITY, ModelChoice
 from serve_app.backend import TranscriptionBackend
 from serve_app.catalog import ModelCatalog, ModelSpec
-from serve_app.errors import ModelUnavailable, ServiceError, UnknownModel
+from serve_app.errors import InvalidParameter, ModelUnavailable, ServiceError, UnknownModel
 from serve_app.jobs import SYNC_OWNER, JobService
 from serve_app.jobstore import Job
 from serve_app.pipeline import BlobSource, Finished, assemble, collect
@@ -70,6 +70,13 @@ class TranscriptionService:
         return self.catalog.get(name)
 
     def resolve(self, request: TranscriptionRequest) -> Resolved:
+        if request.diarize and not self.settings.diarization:
+            raise InvalidParameter(
+                "Speaker diarization is off on this service (STT_DIARIZATION=false).",
+                code="diarization_unavailable",
+                status_code=400,
+                param="diarize",
+            )
         if request.model == AUTO:
             resolved = request.resolve_auto(default_beam_size=self.settings.beam_size)
             self._target(resolved).check(resolved.decode.language)  # some served model can fit
@@ -116,7 +123,9 @@ class TranscriptionService:
         parts: list[Transcript] = []
         done: Finished | None = None
         try:
-            async for item in self.backend.transcribe(audio, self._target(resolved), resolved.decode, resolved.prepare):
+            async for item in self.backend.transcribe(
+                audio, self._target(resolved), resolved.decode, resolved.prepare, resolved.diarize
+            ):
                 if isinstance(item, Finished):
                     done = item
                     continue
@@ -161,7 +170,7 @@ class TranscriptionService:
         resolved = Resolved.of_job(job.model, job.options)
         report = ProgressReport(self._jobs().store, job.id, owner) if owner else None
         items = self.backend.transcribe(
-            BlobSource(job.audio_key), self._target(resolved), resolved.decode, resolved.prepare
+            BlobSource(job.audio_key), self._target(resolved), resolved.decode, resolved.prepare, resolved.diarize
         )
         transcript, done = await collect(items, report.part if report else None)
         if report is not None:

@@ -67,6 +67,16 @@ class Settings(BaseSettings):
         description="How long a free model worker waits for a fuller batch while another "
         "decodes (0: no wait); default from the profile.",
     )
+    warmup: bool = Field(
+        True,
+        description="Transcribers and Preprocessors decode bundled speech at start, before they "
+        "take requests (serve_app/warmup.py): the first requests then run at steady speed.",
+    )
+    diarization: bool = Field(
+        True,
+        description="Serve speaker diarization (diarize=true): a Diarizer deployment with "
+        "resemblyzer's bundled encoder; off, asking for it is a 400.",
+    )
     pack_short_chunks: bool = Field(
         True, description="Decode short chunks of different requests in shared 30 s windows."
     )

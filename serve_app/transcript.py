@@ -27,12 +27,28 @@ class DecodeOptions:
     word_timestamps: bool = False
 
 
+@dataclass(frozen=True)
+class DiarizeOptions:
+    """Who spoke when: asked for with ``diarize=true``; bounds on the number of speakers."""
+
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    # Speakers to recognise: (name, a 2-10 s sample of their voice as audio file bytes). Sync
+    # requests only (the OpenAI route's known_speaker_names/references); never stored.
+    known: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+
+    def stored(self) -> dict:
+        """The form a job row keeps."""
+        return {"min_speakers": self.min_speakers, "max_speakers": self.max_speakers}
+
+
 @dataclass
 class Word:
     word: str
     start: float
     end: float
     probability: float
+    speaker: str | None = None  # with diarization
 
 
 @dataclass
@@ -48,6 +64,7 @@ class Segment:
     temperature: float = 0.0
     seek: int = 0
     words: list[Word] | None = None
+    speaker: str | None = None  # with diarization
 
 
 @dataclass
@@ -64,6 +81,8 @@ class Transcript:
     # "whisperx": a wav2vec2 alignment model) and, when the better method could not be used, why.
     word_timestamps: str | None = None
     alignment_note: str | None = None
+    # With diarization: each speaker found and their total speaking time.
+    speakers: list[dict] | None = None
 
     @property
     def speech_seconds(self) -> float:

@@ -36,24 +36,10 @@ def catalog(settings):
 
 def _fresh_database():
     """A new database on the machine's PostgreSQL (127.0.0.1:5432, trust auth), dropped after."""
-    import asyncio
-    import uuid
+    from testkit.process import fresh_database
 
-    import asyncpg
-
-    name = f"stt_test_{uuid.uuid4().hex[:10]}"
-    admin = os.environ.get("STT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-    async def run(sql):
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    yield admin.rsplit("/", 1)[0] + "/" + name
-    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

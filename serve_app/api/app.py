@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.api.dependencies import ServiceContext
-from serve_app.api.routers import admin, batches, events, openai_compat, system, transcriptions
+from serve_app.api.routers import admin, batches, events, openai_compat, system, transcriptions, web
 from serve_app.api.routers.openai_compat import openai_error
 from serve_app.errors import PayloadTooLarge, ServiceError, unwrap
 from serve_app.metrics import METRICS
@@ -54,6 +54,7 @@ def create_app(service: TranscriptionService) -> FastAPI:
     app.include_router(batches.router)
     app.include_router(openai_compat.router)
     app.include_router(admin.router)
+    app.include_router(web.router)
     _install_error_handlers(app)
     _install_request_middleware(app, service.settings)
     return app
@@ -163,7 +164,8 @@ def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
             response = error_response(err.status_code, err.code, err.message, request=request)
         else:
             response = await call_next(request)
-        response.headers["x-request-id"] = request.state.request_id
+        if not getattr(request.app.state, "server_echoes_request_id", False):
+            response.headers["x-request-id"] = request.state.request_id
         if replica := getattr(request.app.state, "replica", None):
             response.headers["x-stt-replica"] = replica
         window = getattr(request.state, "rate_window", None)

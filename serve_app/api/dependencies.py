@@ -68,6 +68,7 @@ class ServiceContext:
             device=self.settings.resolved_device,
             compute_type=self.settings.resolved_compute_type,
             default=name == self.settings.default_model,
+            diarization=self.settings.diarization,
         )
 
 

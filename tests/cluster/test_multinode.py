@@ -242,6 +242,14 @@ def cluster(keyed_dsn, s3_server, tmp_path_factory):
         receiver.close()
         worker.stop()
         head.stop()
+        # `ray start --head` noted this cluster as the box's latest (/tmp/ray/ray_current_cluster);
+        # stopped by its pids rather than `ray stop`, the note stayed, and a later `serve run
+        # serve_config.yaml` waited for the dead GCS forever (deaf to SIGTERM).
+        from ray._common.utils import get_ray_address_file
+
+        note = Path(get_ray_address_file(None))
+        if note.exists() and note.read_text().strip().endswith(f":{gcs}"):
+            note.unlink()
 
 
 def test_transcribers_run_on_the_worker_node_and_the_rest_on_the_head(cluster):

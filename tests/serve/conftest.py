@@ -36,6 +36,7 @@ class RunningService:
     def run(self, coro_fn):
         """Run ``coro_fn(store)`` against the service's database, from a sync test."""
         import asyncio
+        from concurrent.futures import ThreadPoolExecutor
 
         from serve_app.jobstore import JobStore
 
@@ -46,7 +47,9 @@ class RunningService:
             finally:
                 await store.close()
 
-        return asyncio.run(go())
+        # In a thread of its own: the caller may be inside an event loop (Playwright's sync API runs one).
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, go()).result()
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +58,7 @@ def service(tmp_path_factory, s3_server):
     from ray import serve
 
     from deployments.app import APP_NAME, build_app
-    from deployments.cli import local_cluster_env
+    from deployments.cli import local_cluster_env, stop_local_cluster
     from serve_app.database import start_embedded
 
     postgres = start_embedded(tmp_path_factory.mktemp("serve-pgdata"))
@@ -80,7 +83,7 @@ def service(tmp_path_factory, s3_server):
         "ingress_replicas": 2,
     }
     port, metrics_port = free_port(), free_port()
-    local_cluster_env(free_ports=True)  # HAProxy in front, as `make run` starts it
+    run_dir = local_cluster_env(free_ports=True)  # HAProxy in front, as `make run` starts it
     ray.init(
         address="local",  # a cluster of the suite's own, never one found running on the box
         include_dashboard=False,
@@ -99,8 +102,7 @@ def service(tmp_path_factory, s3_server):
     try:
         yield running
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        stop_local_cluster(run_dir)
 
 
 async def _suite_key(store) -> str:

@@ -25,7 +25,7 @@ from testkit.speech import audio
 class SlowStage:
     """Stands in for the Preprocessor, whose streaming ``transcribe`` the RayBackend calls."""
 
-    async def transcribe(self, source, target, options, prepare):
+    async def transcribe(self, source, target, options, prepare, speakers=None):
         from serve_app.pipeline import Finished
 
         await asyncio.sleep(2)

@@ -38,7 +38,8 @@ def config(monkeypatch, pg_dsn):
 
 def test_serve_config_builds_every_deployment_with_its_profile(config):
     deployments = build_from_config(config)
-    assert set(deployments) == {"Ingress", "Preprocessor", "Transcriber-tiny-en", "Transcriber-base", "JobWorker"}
+    expected = {"Ingress", "Preprocessor", "Transcriber-tiny-en", "Transcriber-base", "JobWorker", "Diarizer"}
+    assert set(deployments) == expected
     tiny = deployments["Transcriber-tiny-en"]
     assert tiny.user_config == {"max_batch_size": 4, "batch_wait_timeout_s": 0.1, "decode_batch_size": 4}
     assert "LD_PRELOAD" in tiny.ray_actor_options["runtime_env"]["env_vars"]

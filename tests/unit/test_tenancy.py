@@ -236,6 +236,7 @@ async def test_no_tenant_reaches_another_tenants_objects(app, keys):
                 ("GET", f"/api/v1/transcriptions/{job_id}"),
                 *[("GET", f"/api/v1/transcriptions/{job_id}/download?format={f}") for f in ("txt", "json", "srt")],
                 ("GET", f"/api/v1/transcriptions/{job_id}/events"),
+                ("GET", f"/api/v1/transcriptions/{job_id}/audio"),
                 ("DELETE", f"/api/v1/transcriptions/{job_id}"),
             ]:
                 response = await client.request(method, path, headers=headers)
@@ -253,7 +254,7 @@ async def test_no_tenant_reaches_another_tenants_objects(app, keys):
         asked = await client.get(f"/api/v1/transcriptions?tenant={other}", headers=headers)
         assert asked.status_code == 403
         assert (await client.get(f"/api/v1/stats?tenant={other}", headers=headers)).status_code == 403
-    assert tried == 36 and successes == 0
+    assert tried == 42 and successes == 0
     # Batches: another tenant's is a 404 on every route, as one that does not exist.
     batches = {}
     for tenant in ("alice", "bob"):
@@ -278,6 +279,13 @@ async def test_no_tenant_reaches_another_tenants_objects(app, keys):
             assert (
                 await client.get(f"/api/v1/transcriptions/{job_id}", headers=bearer(keys[tenant]))
             ).status_code == 200
+    # The web page's player: an async job's audio as uploaded; a sync one kept none.
+    sync_id, _, async_id = owned["alice"]
+    played = await client.get(f"/api/v1/transcriptions/{async_id}/audio", headers=bearer(keys["alice"]))
+    assert played.status_code == 200 and played.content == audio("harvard_03.wav")
+    assert played.headers["content-type"] == "audio/x-wav"
+    none = await client.get(f"/api/v1/transcriptions/{sync_id}/audio", headers=bearer(keys["alice"]))
+    assert none.status_code == 404 and none.json()["error"]["code"] == "no_audio"
     seen = (await client.get("/api/v1/transcriptions?tenant=alice&limit=100", headers=bearer(keys["ops"]))).json()
     assert set(owned["alice"]) <= {j["id"] for j in seen["items"]}
     stats = (await client.get("/api/v1/stats?tenant=alice", headers=bearer(keys["ops"]))).json()

@@ -7,8 +7,14 @@ error handlers switch on the ``/v1/`` prefix.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import json
+import re
+import unicodedata
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
@@ -24,7 +30,11 @@ from serve_app.transcript import Transcript
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
-RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
+MAX_KNOWN_SPEAKERS = 4  # as OpenAI's API
+MAX_REFERENCE_BYTES = 2 * 2**20
+REFERENCE_SECONDS = (2.0, 10.0)
+DATA_URL = re.compile(r"^data:(audio|video)/[A-Za-z0-9.+-]+(;[A-Za-z0-9=._+-]+)*;base64,", re.ASCII)
 GRANULARITIES = ("segment", "word")
 ALIAS = "whisper-1"
 
@@ -78,8 +88,106 @@ def _check_format(response_format: str) -> None:
         )
 
 
-def _respond(result: TranscriptionResult, response_format: str, granularities: set[str]) -> Response:
+async def _known_speakers(request: Request) -> tuple[tuple[str, bytes], ...]:
+    """``known_speaker_names[]`` with their ``known_speaker_references[]`` (audio data URLs of
+    2-10 s each), checked here so that a bad one is a 400 before any work is done."""
+    form = await request.form()
+    names = [str(n) for n in form.getlist("known_speaker_names[]") + form.getlist("known_speaker_names")]
+    refs = [str(r) for r in form.getlist("known_speaker_references[]") + form.getlist("known_speaker_references")]
+    if not names and not refs:
+        return ()
+    if len(names) != len(refs):
+        raise InvalidParameter(
+            f"known_speaker_names has {len(names)} entries and known_speaker_references {len(refs)}; "
+            "give one reference per name.",
+            param="known_speaker_references",
+        )
+    if len(names) > MAX_KNOWN_SPEAKERS:
+        raise InvalidParameter(f"At most {MAX_KNOWN_SPEAKERS} known speakers.", param="known_speaker_names")
+    known = []
+    for name, ref in zip(names, refs, strict=True):
+        name = name.strip()
+        if not name or len(name) > 64 or any(unicodedata.category(c)[0] == "C" for c in name):
+            raise InvalidParameter(
+                "Each known speaker name must be 1-64 printable characters.", param="known_speaker_names"
+            )
+        if name in {n for n, _ in known}:
+            raise InvalidParameter(f"Known speaker name '{name}' is given twice.", param="known_speaker_names")
+        match = DATA_URL.match(ref[:200])
+        if match is None:
+            raise InvalidParameter(
+                "Each known speaker reference must be an audio data URL (data:audio/wav;base64,...).",
+                param="known_speaker_references",
+            )
+        if len(ref) > MAX_REFERENCE_BYTES * 4 // 3 + 200:
+            raise InvalidParameter(
+                f"Known speaker reference for '{name}' is over {MAX_REFERENCE_BYTES // 2**20} MB.",
+                param="known_speaker_references",
+            )
+        try:
+            data = base64.b64decode(ref[match.end() :], validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidParameter(
+                f"Known speaker reference for '{name}' is not valid base64.", param="known_speaker_references"
+            ) from None
+        seconds = await asyncio.to_thread(_reference_seconds, data, name)
+        low, high = REFERENCE_SECONDS
+        if not low <= seconds <= high:
+            raise InvalidParameter(
+                f"Known speaker reference for '{name}' is {seconds:.1f} s of audio; it must be {low:g}-{high:g} s.",
+                param="known_speaker_references",
+            )
+        known.append((name, data))
+    return tuple(known)
+
+
+def _reference_seconds(data: bytes, name: str) -> float:
+    from serve_app.audio import SAMPLE_RATE, decode
+
+    try:
+        return len(decode(data, max_seconds=REFERENCE_SECONDS[1] + 5)) / SAMPLE_RATE
+    except ServiceError as exc:
+        raise InvalidParameter(
+            f"Known speaker reference for '{name}': {exc.message}", param="known_speaker_references"
+        ) from None
+
+
+def _diarized(result: TranscriptionResult, known: set[str]) -> dict:
+    """OpenAI's ``diarized_json``: unnamed speakers are A, B, ... in order of first words."""
+    letters: dict[str, str] = {}
+    for segment in result.segments:
+        speaker = segment.speaker or "SPEAKER_00"
+        if speaker not in known and speaker not in letters:
+            letters[speaker] = _letter(len(letters))
+    return {
+        "task": "transcribe",
+        "duration": result.duration,
+        "text": result.text,
+        "segments": [
+            {
+                "type": "transcript.text.segment",
+                "id": f"seg_{s.id:03d}",
+                "start": s.start,
+                "end": s.end,
+                "text": s.text.strip(),
+                "speaker": letters.get(s.speaker or "SPEAKER_00", s.speaker),
+            }
+            for s in result.segments
+        ],
+        "usage": {"type": "duration", "seconds": round(result.duration, 3)},
+    }
+
+
+def _letter(n: int) -> str:
+    return chr(ord("A") + n) if n < 26 else f"S{n}"
+
+
+def _respond(
+    result: TranscriptionResult, response_format: str, granularities: set[str], known: set[str] = frozenset()
+) -> Response:
     usage = {"type": "duration", "seconds": round(result.duration, 3)}
+    if response_format == "diarized_json":
+        return JSONResponse(_diarized(result, known))
     if response_format == "json":
         return JSONResponse({"text": result.text, "usage": usage})
     if response_format == "verbose_json":
@@ -153,21 +261,36 @@ async def _audio(
     """Transcribe or translate; ``fields`` are TranscriptionRequest options."""
     _check_format(response_format)
     granularities = await _granularities(request, response_format)
-    timestamps = response_format in ("srt", "vtt") or (response_format == "verbose_json" and "segment" in granularities)
+    diarize = response_format == "diarized_json"
+    timestamps = (
+        response_format in ("srt", "vtt")
+        or (response_format == "verbose_json" and "segment" in granularities)
+        or diarize
+    )
+    if diarize and stream:
+        raise InvalidParameter("diarized_json cannot be streamed; send stream=false.", param="stream")
     asked = TranscriptionRequest.parse(
         timestamps=timestamps,
         word_timestamps=response_format == "verbose_json" and "word" in granularities,
+        diarize=diarize,
         **fields,
     )
     service = ctx.service
     resolved = service.resolve(asked)
+    known = await _known_speakers(request)
+    if known and not diarize:
+        raise InvalidParameter(
+            "known_speaker_names needs response_format 'diarized_json'.", param="known_speaker_names"
+        )
+    if known:
+        resolved = replace(resolved, diarize=replace(resolved.diarize, known=known))
     request.state.model = resolved.model
     upload = service.upload(file)
     request_id = request.state.request_id
     if not stream:
         result = await service.transcribe(resolved, upload, caller=caller, request_id=request_id)
         request.state.audio_seconds = round(result.duration, 2)
-        return _respond(result, response_format, granularities)
+        return _respond(result, response_format, granularities, {name for name, _ in known})
 
     parts = service.stream(resolved, upload, caller=caller, request_id=request_id)
     # Wait for the first part before answering, so bad audio still gets a 4xx status.

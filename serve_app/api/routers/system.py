@@ -1,10 +1,11 @@
-"""Service endpoints: health, the models served, the languages each one knows."""
+"""Service endpoints: health (liveness), readiness, the models served, the languages each one knows."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from serve_app.api.dependencies import Context
+from serve_app.errors import NotReady
 from serve_app.schemas import ModelInfo
 
 router = APIRouter(prefix="/api/v1", tags=["service"])
@@ -24,6 +25,19 @@ async def health(ctx: Context) -> dict:
     if missing or body.get("database") == "unavailable":
         body["status"] = "degraded"
     return body
+
+
+@router.get("/ready", responses={503: {"description": "Not ready yet: what it waits for"}})
+async def ready(ctx: Context) -> dict:
+    """Readiness: 200 once every served model and the preprocessor have a running replica
+    (replicas warm up before they run) and the database answers; until then 503
+    ``not_ready``, naming what is missing. For load balancers and start-up scripts."""
+    waiting = await ctx.service.backend.not_ready()
+    if ctx.service.jobs is not None and not await ctx.service.jobs.store.ping():
+        waiting.append("database")
+    if waiting:
+        raise NotReady("not ready: waiting for " + ", ".join(waiting))
+    return {"status": "ready", "models": ctx.served}
 
 
 @router.get("/models")

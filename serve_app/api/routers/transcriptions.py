@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import mimetypes
 import uuid
 from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from serve_app.api.dependencies import Caller, Context, ServiceContext, TranscribingCaller
 from serve_app.auth import Principal
+from serve_app.blobs import BlobNotFound
 from serve_app.errors import InvalidParameter, JobNotFinished, JobNotFound
 from serve_app.formats import MEDIA_TYPES, RENDERERS
 from serve_app.jobstore import STATUSES
@@ -45,6 +48,9 @@ def transcription_options(
     word_timestamps: Annotated[bool, option("word_timestamps")] = False,
     normalize: Annotated[bool, option("normalize")] = True,
     vad: Annotated[bool, option("vad")] = True,
+    diarize: Annotated[bool, option("diarize")] = False,
+    min_speakers: Annotated[int | None, option("min_speakers")] = None,
+    max_speakers: Annotated[int | None, option("max_speakers")] = None,
 ) -> TranscriptionRequest:
     """The options of a transcription from form fields (a single one, or each file of a batch)."""
     return TranscriptionRequest.parse(
@@ -59,6 +65,9 @@ def transcription_options(
         word_timestamps=word_timestamps,
         normalize=normalize,
         vad=vad,
+        diarize=diarize,
+        min_speakers=min_speakers,
+        max_speakers=max_speakers,
     )
 
 
@@ -196,6 +205,38 @@ async def download_transcription(
     stem = job.original_filename.rsplit(".", 1)[0] or "transcript"
     response.headers["Content-Disposition"] = attachment(f"{stem}.{ext}")
     return response
+
+
+@router.get(
+    "/transcriptions/{job_id}/audio",
+    responses=_ERRORS | {200: {"content": {"audio/*": {}}, "description": "The uploaded file, as it was sent."}},
+)
+async def transcription_audio(ctx: Context, caller: Caller, job_id: str) -> StreamingResponse:
+    """The audio of an async job, as uploaded (the web page plays it beside the transcript).
+    A sync transcription keeps no audio: 404 ``no_audio``."""
+    job = await _find(ctx, caller, job_id)
+    if not job.audio_key:
+        raise JobNotFound(
+            f"Job {job_id} ran synchronously; its audio was not kept (async jobs keep theirs).", code="no_audio"
+        )
+    blobs = ctx.jobs.blobs
+    try:
+        size = await blobs.size(job.audio_key)
+    except BlobNotFound:
+        raise JobNotFound(f"The audio of job {job_id} is gone.", code="no_audio") from None
+    media_type = mimetypes.guess_type(job.original_filename)[0] or "application/octet-stream"
+    headers = {"Content-Length": str(size), "Content-Disposition": attachment(job.original_filename)}
+    return StreamingResponse(_blocks(blobs, job.audio_key), media_type=media_type, headers=headers)
+
+
+async def _blocks(blobs, key: str, block: int = 1 << 20):
+    """A blob in blocks read in a thread, so a long recording is never held whole."""
+    handle = await asyncio.to_thread(blobs.open_read, key)
+    try:
+        while data := await asyncio.to_thread(handle.read, block):
+            yield data
+    finally:
+        await asyncio.to_thread(handle.close)
 
 
 @router.get("/stats", tags=["service"], responses=_ERRORS)

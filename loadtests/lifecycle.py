@@ -1,0 +1,123 @@
+"""Start, first requests and stop, as a person runs the service (#19):
+
+    python -m loadtests.lifecycle --rounds 3
+
+Each round starts `stt serve` (what `make run` runs: embedded PostgreSQL, HAProxy in front,
+warm-up on), waits for /api/v1/ready, runs three passes of the bench's short files at
+concurrency 16 (the first right after ready), then sends SIGTERM and times the exit; after it,
+any process of the instance or listening port it had is reported. One more round runs with
+STT_WARMUP=false, to show what the warm-up buys; then `serve run serve_config.yaml` is
+started and stopped with Ctrl-C (SIGINT to its process group, as a terminal sends it) the same
+way, once with a database given and once with the embedded one. Writes docs/lifecycle.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from loadtests import corpus as corpus_mod
+from loadtests.bench import service_run
+from testkit.process import ServiceProcess, fresh_database
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _end(service: ServiceProcess) -> dict:
+    """Kill what is still running of ``service`` (by pid), after saying what was left."""
+    if service.proc.poll() is None:
+        service.proc.kill()
+        service.proc.wait()
+    left = {"processes": service.leftovers(), "listening": service.listening()}
+    service.kill_leftovers()
+    return left
+
+
+def one_round(warmup: bool, short: dict, passes: int = 3) -> dict:
+    with tempfile.TemporaryDirectory(prefix="stt-lifecycle-") as folder:
+        service = ServiceProcess(Path(folder), None, env={"STT_WARMUP": str(warmup).lower()})
+        started = time.monotonic()
+        service.start()
+        try:
+            service.wait_ready()
+            ready_s = time.monotonic() - started
+            xrt = [round(service_run(service.url, short, 16).xrt, 1) for _ in range(passes)]
+            stop_s = service.stop()
+        finally:
+            left = _end(service)
+    steady = statistics.median(xrt[1:])
+    return {
+        "warmup": warmup,
+        "ready_s": round(ready_s, 1),
+        "c16_xrt": xrt,
+        "first_over_steady": round(xrt[0] / steady, 3),
+        "stop_s": round(stop_s, 1),
+        "left": left,
+    }
+
+
+def serve_run_round(dsn: str | None) -> dict:
+    """`serve run serve_config.yaml` stopped with Ctrl-C; ``dsn`` None: the embedded database."""
+    with tempfile.TemporaryDirectory(prefix="stt-lifecycle-") as folder:
+        service = ServiceProcess(Path(folder), dsn, command="serve-run")
+        started = time.monotonic()
+        service.start()
+        stop_s: float | str = "no stop"
+        try:
+            service.wait_ready()
+            ready_s = time.monotonic() - started
+            try:
+                stop_s = round(service.stop(timeout=120, sig=signal.SIGINT), 1)
+            except subprocess.TimeoutExpired:
+                stop_s = "still running 120 s after Ctrl-C (killed)"
+        finally:
+            left = _end(service)
+    return {"database": "given" if dsn else "embedded", "ready_s": round(ready_s, 1), "stop_s": stop_s, "left": left}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--serve-run-only", action="store_true", help="redo only the serve run rounds")
+    args = parser.parse_args()
+    if args.serve_run_only:
+        report = json.loads((DOCS / "lifecycle.json").read_text())
+        with fresh_database() as url:
+            given = serve_run_round(url)
+        report["serve_run"] = [given, serve_run_round(None)]
+        print(json.dumps(report["serve_run"]), flush=True)
+        summarize(report)
+        return
+    short = {k: v for k, v in corpus_mod.build().items() if v["seconds"] < 30}
+    report: dict = {"rounds": []}
+    for _ in range(args.rounds):
+        report["rounds"].append(one_round(True, short))
+        print(json.dumps(report["rounds"][-1]), flush=True)
+    report["without_warmup"] = one_round(False, short)
+    print(json.dumps(report["without_warmup"]), flush=True)
+    with fresh_database() as url:  # the machine's PostgreSQL, a database of its own
+        given = serve_run_round(url)
+    report["serve_run"] = [given, serve_run_round(None)]
+    print(json.dumps(report["serve_run"]), flush=True)
+    summarize(report)
+
+
+def summarize(report: dict) -> None:
+    rounds = report["rounds"]
+    report["summary"] = {
+        "first_over_steady_median": statistics.median(r["first_over_steady"] for r in rounds),
+        "stop_s_max": max(r["stop_s"] for r in rounds),
+        "anything_left": any(r["left"]["processes"] or r["left"]["listening"] for r in rounds + report["serve_run"]),
+    }
+    print(json.dumps(report["summary"]))
+    (DOCS / "lifecycle.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

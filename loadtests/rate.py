@@ -1,0 +1,164 @@
+"""Short requests at the seed's rate (#19): requests a minute, latency and health while loaded,
+and where the CPU goes per request.
+
+    python -m loadtests.rate --rounds 3 [--seconds 60] [--concurrency 64 128]
+
+Starts `stt serve` as a person does (embedded PostgreSQL, HAProxy, tiny.en), waits for
+/api/v1/ready, then per round and concurrency keeps that many sync transcriptions of 4-5 s
+clips (the Harvard sentences in tests/data) in flight for --seconds, while a prober asks
+/api/v1/health five times a second. CPU time of every process of the instance (found by the
+marker in its environment) is read from /proc before and after, and reported per request by
+part: the Transcriber is the decode; the rest (proxy, Ingress, Preprocessor, database, Ray)
+is the per-request cost outside it. Writes docs/rate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from testkit.process import ServiceProcess
+from testkit.speech import audio
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+CLIPS = [f"harvard_0{n}.wav" for n in range(1, 9)]  # 4.0-5.0 s each
+TICK = os.sysconf("SC_CLK_TCK")
+PARTS = ("Transcriber", "Preprocessor", "Ingress", "haproxy", "postgres", "JobWorker", "ServeController", "raylet")
+
+
+def part_of(cmdline: str) -> str:
+    for part in PARTS:
+        if part in cmdline:
+            return part
+    return "other"
+
+
+def cpu_by_part(service: ServiceProcess) -> dict[int, tuple[str, float]]:
+    """pid -> (part, CPU seconds so far) for every process of the instance."""
+    needle = f"STT_LIFECYCLE_TEST={service.marker}".encode()
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(entry.name)] = (part_of(cmdline), (int(fields[11]) + int(fields[12])) / TICK)
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def cpu_delta(before: dict, after: dict) -> dict[str, float]:
+    spent: dict[str, float] = {}
+    for pid, (part, seconds) in after.items():
+        spent[part] = spent.get(part, 0.0) + seconds - before.get(pid, (part, 0.0))[1]
+    return spent
+
+
+async def load(url: str, concurrency: int, seconds: float) -> dict:
+    bodies = [(name, audio(name)) for name in CLIPS]
+    latencies: list[float] = []
+    health: list[float] = []
+    errors: dict[str, int] = {}
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def worker(n: int) -> None:
+            i = n
+            while time.monotonic() < deadline:
+                name, data = bodies[i % len(bodies)]
+                i += 1
+                started = time.perf_counter()
+                try:
+                    files, form = {"file": (name, data)}, {"model": "tiny.en"}
+                    r = await client.post("/api/v1/transcriptions", files=files, data=form)
+                    if r.status_code == 200:
+                        latencies.append(time.perf_counter() - started)
+                        continue
+                    try:
+                        key = f"{r.status_code} {r.json()['error']['code']}"
+                    except (ValueError, KeyError, TypeError):
+                        key = str(r.status_code)
+                except httpx.HTTPError as exc:
+                    key = type(exc).__name__
+                errors[key] = errors.get(key, 0) + 1
+
+        async def prober() -> None:
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                r = await client.get("/api/v1/health")
+                if r.status_code == 200:
+                    health.append(time.perf_counter() - started)
+                await asyncio.sleep(0.2)
+
+        started = time.monotonic()
+        await asyncio.gather(prober(), *(worker(n) for n in range(concurrency)))
+        wall = time.monotonic() - started
+    q = statistics.quantiles
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": errors,
+        "per_minute": round(len(latencies) * 60 / wall),
+        "p50_ms": round(statistics.median(latencies) * 1000),
+        "p95_ms": round(q(latencies, n=20)[18] * 1000),
+        "health_p50_ms": round(statistics.median(health) * 1000, 1),
+        "health_p95_ms": round(q(health, n=20)[18] * 1000, 1),
+    }
+
+
+def measure(service: ServiceProcess, concurrency: int, seconds: float) -> dict:
+    before = cpu_by_part(service)
+    result = asyncio.run(load(service.url, concurrency, seconds))
+    spent = cpu_delta(before, cpu_by_part(service))
+    n = max(result["requests"], 1)
+    result["cpu_ms_per_request"] = {part: round(s * 1000 / n, 1) for part, s in sorted(spent.items())}
+    result["cpu_ms_outside_decode"] = round(sum(s for p, s in spent.items() if p != "Transcriber") * 1000 / n, 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 128])
+    args = parser.parse_args()
+    report: dict = {"rounds": []}
+    with tempfile.TemporaryDirectory(prefix="stt-rate-") as folder:
+        service = ServiceProcess(Path(folder), None)
+        service.start()
+        try:
+            service.wait_ready()
+            asyncio.run(load(service.url, 16, 10))  # the first requests of a fresh database, pools
+            for _ in range(args.rounds):
+                for c in args.concurrency:
+                    report["rounds"].append(measure(service, c, args.seconds))
+                    print(json.dumps(report["rounds"][-1]), flush=True)
+        finally:
+            service.stop()
+            service.kill_leftovers()
+    report["median"] = {
+        c: {
+            key: statistics.median(r[key] for r in report["rounds"] if r["concurrency"] == c)
+            for key in ("per_minute", "p95_ms", "health_p95_ms", "cpu_ms_outside_decode")
+        }
+        for c in args.concurrency
+    }
+    print(json.dumps(report["median"], indent=1))
+    (DOCS / "rate.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

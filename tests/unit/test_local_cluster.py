@@ -1,0 +1,26 @@
+"""The environment `make run`, the tests and the load tests give a local cluster they start."""
+
+from __future__ import annotations
+
+import os
+
+from deployments.cli import local_cluster_env, stop_haproxy
+
+
+def test_each_instance_gets_its_own_haproxy_files_and_the_real_binary(monkeypatch):
+    """A second instance started by the same process (the bench, the diarization load test)
+    found the first one's wrapper as the binary to run: HAProxy exec'd itself and never came up."""
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    first = local_cluster_env(free_ports=True)
+    binary = os.environ["STT_HAPROXY_BINARY"]
+    second = local_cluster_env(free_ports=True)
+    try:
+        assert first != second and first.is_dir() and second.is_dir()
+        assert os.environ["STT_HAPROXY_BINARY"] == binary
+        assert not binary.endswith("haproxy-local") and os.access(binary, os.X_OK)
+        assert os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"].endswith("haproxy-local")
+        assert os.environ["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"].startswith(str(second))
+        assert os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "0"
+    finally:
+        assert stop_haproxy(first) == [] and stop_haproxy(second) == []  # none ran
+    assert not first.exists() and not second.exists()
