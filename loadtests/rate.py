@@ -5,8 +5,8 @@ and where the CPU goes per request.
 
 Starts `stt serve` as a person does (embedded PostgreSQL, HAProxy, tiny.en), waits for
 /api/v1/ready, then per round and concurrency keeps that many sync transcriptions of 4-5 s
-clips (the Harvard sentences in tests/data) in flight for --seconds, while a prober asks
-/api/v1/health five times a second. CPU time of every process of the instance (found by the
+clips (the Harvard sentences in tests/data) in flight for --seconds, while a prober (a process of
+its own) asks /api/v1/health five times a second. CPU time of every process of the instance (found by the
 marker in its environment) is read from /proc before and after, and reported per request by
 part: the Transcriber is the decode; the rest (proxy, Ingress, Preprocessor, database, Ray)
 is the per-request cost outside it. Writes docs/rate.json.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -69,7 +70,6 @@ def cpu_delta(before: dict, after: dict) -> dict[str, float]:
 async def load(url: str, concurrency: int, seconds: float) -> dict:
     bodies = [(name, audio(name)) for name in CLIPS]
     latencies: list[float] = []
-    health: list[float] = []
     errors: dict[str, int] = {}
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
@@ -95,17 +95,17 @@ async def load(url: str, concurrency: int, seconds: float) -> dict:
                     key = type(exc).__name__
                 errors[key] = errors.get(key, 0) + 1
 
-        async def prober() -> None:
-            while time.monotonic() < deadline:
-                started = time.perf_counter()
-                r = await client.get("/api/v1/health")
-                if r.status_code == 200:
-                    health.append(time.perf_counter() - started)
-                await asyncio.sleep(0.2)
-
+        # The health prober runs in a process of its own, as a monitor would: in this event
+        # loop, beside 64-128 uploads, it measured the load generator's own delays.
+        context = multiprocessing.get_context("spawn")
+        answers = context.Queue()
+        probe = context.Process(target=prober, args=(url, seconds, answers), daemon=True)
+        probe.start()
         started = time.monotonic()
-        await asyncio.gather(prober(), *(worker(n) for n in range(concurrency)))
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
         wall = time.monotonic() - started
+        health, health_failures = await asyncio.to_thread(answers.get, True, seconds + 60)
+        await asyncio.to_thread(probe.join, 10)
     q = statistics.quantiles
     return {
         "concurrency": concurrency,
@@ -116,14 +116,38 @@ async def load(url: str, concurrency: int, seconds: float) -> dict:
         "p95_ms": round(q(latencies, n=20)[18] * 1000),
         "health_p50_ms": round(statistics.median(health) * 1000, 1),
         "health_p95_ms": round(q(health, n=20)[18] * 1000, 1),
+        "health_failures": health_failures,
     }
 
 
+def prober(url: str, seconds: float, answers) -> None:
+    """GET /api/v1/health five times a second for ``seconds``; puts (latencies, failures)."""
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+    deadline = time.monotonic() + seconds
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                r = client.get("/api/v1/health")
+                key = None if r.status_code == 200 else str(r.status_code)
+            except httpx.HTTPError as exc:
+                key = type(exc).__name__
+            if key is None:
+                latencies.append(time.perf_counter() - started)
+            else:
+                failures[key] = failures.get(key, 0) + 1
+            time.sleep(max(0.0, 0.2 - (time.perf_counter() - started)))
+    answers.put((latencies, failures))
+
+
 def measure(service: ServiceProcess, concurrency: int, seconds: float) -> dict:
-    before = cpu_by_part(service)
+    before, mine = cpu_by_part(service), time.process_time()
     result = asyncio.run(load(service.url, concurrency, seconds))
     spent = cpu_delta(before, cpu_by_part(service))
     n = max(result["requests"], 1)
+    # The client's share of the same 2 cores (uploads, JSON), not counted as the service's.
+    result["load_generator_cpu_ms_per_request"] = round((time.process_time() - mine) * 1000 / n, 1)
     result["cpu_ms_per_request"] = {part: round(s * 1000 / n, 1) for part, s in sorted(spent.items())}
     result["cpu_ms_outside_decode"] = round(sum(s for p, s in spent.items() if p != "Transcriber") * 1000 / n, 1)
     return result
