@@ -101,27 +101,44 @@ def local_cluster_env(proxy: str = "haproxy", *, free_ports: bool = False) -> Pa
     return run_dir
 
 
-def stop_local_cluster(run_dir: Path | None, drain_s: float = 4.0) -> None:
+def stop_local_cluster(run_dir: Path | None, drain_s: float = 4.0, serve_s: float = 4.0) -> None:
     """Stop what ``local_cluster_env`` and ``ray.init`` started, leaving nothing behind.
 
     HAProxy first, softly: it stops listening at once and lets the requests in flight finish,
-    up to ``drain_s`` (Serve's own stop kills it first thing, cutting them). Then Serve
-    (deployments stop within their graceful_shutdown_timeout_s; the JobWorker hands its running
-    jobs back to the queue), what is left of HAProxy (Ray leaves it running when its controller
-    is slow to stop), and Ray.
+    up to ``drain_s`` (Serve's own stop kills it first thing, cutting them). Then Serve, for up
+    to ``serve_s`` (the JobWorker hands its running jobs back to the queue within a second;
+    a Preprocessor still streaming a long recording's text would wait out its 30 s
+    graceful_shutdown_timeout_s, which is there for scale-downs, not for this), what is left of
+    HAProxy (Ray leaves it running when its controller is slow to stop), and Ray, which ends
+    every replica still stopping.
     """
     import ray
-    from ray import serve
 
     try:
         if run_dir is not None:
             _signal_haproxy(run_dir, signal.SIGUSR1, wait_s=drain_s)
         if ray.is_initialized():
-            serve.shutdown()
+            _stop_serve(serve_s)
     finally:
         if run_dir is not None:
             stop_haproxy(run_dir)
         ray.shutdown()
+
+
+def _stop_serve(timeout_s: float) -> None:
+    """serve.shutdown(), waiting at most ``timeout_s`` for the controller's graceful stop."""
+    from ray import serve
+
+    try:
+        from ray.serve.context import _get_global_client
+
+        client = _get_global_client(raise_if_no_controller_running=False)
+    except (ImportError, TypeError):  # Serve's internals moved: its own stop, unbounded
+        serve.shutdown()
+        return
+    if client is not None:
+        client.shutdown(timeout_s=timeout_s)
+    serve.shutdown()  # forgets the client; returns at once once the controller is stopping
 
 
 def stop_haproxy(run_dir: Path, wait_s: float = 5.0) -> list[int]:

@@ -8,11 +8,11 @@ in its wheel) runs on the GPU in the gpu profile (its ``num_gpus``), on the CPU 
 from __future__ import annotations
 
 import asyncio
-import os
 
 from ray import serve
 from ray.serve import Application
 
+from deployments.priority import lower_priority
 from deployments.profiles import DiarizerProfile
 from serve_app.audio import PreparedAudio
 from serve_app.settings import Settings
@@ -21,11 +21,10 @@ from serve_app.transcript import DiarizeOptions
 
 @serve.deployment
 class Diarizer:
-    def __init__(self, settings: dict, nice: int = 0, max_batch_size: int = 16):
+    def __init__(self, settings: dict, nice: int = 0, max_batch_size: int = 16, idle: bool = False):
         from serve_app.diarize import SpeakerEncoder
 
-        if nice:
-            os.nice(nice)
+        lower_priority(nice, idle)
         cfg = Settings(**settings)
         self.encoder = SpeakerEncoder(cfg.resolved_device)
         self.embed_batch.set_max_batch_size(max_batch_size)
@@ -46,5 +45,5 @@ class Diarizer:
 
 def diarizer_deployment(profile: DiarizerProfile, settings: Settings) -> Application:
     return Diarizer.options(**profile.serve_options()).bind(
-        settings.model_dump(mode="json"), profile.nice, profile.max_batch_size
+        settings.model_dump(mode="json"), profile.nice, profile.max_batch_size, profile.idle
     )

@@ -3,12 +3,11 @@ options it is deployed with."""
 
 from __future__ import annotations
 
-import os
-
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from deployments.priority import lower_priority
 from deployments.profiles import PreprocessorProfile
 from serve_app.preprocess import PrepareOptions
 from serve_app.settings import Settings
@@ -28,6 +27,7 @@ class Preprocessor:
         transcribers: dict[str, DeploymentHandle],
         nice: int = 0,
         diarizer: DeploymentHandle | None = None,
+        idle: bool = False,
     ):
         from deployments.handles import HandleDiarizer, HandleTranscriber
         from serve_app.blobs import BlobStore
@@ -35,8 +35,7 @@ class Preprocessor:
         from serve_app.pipeline import Burst
         from serve_app.preprocess import AudioPreprocessor, DecodeBudget
 
-        if nice:
-            os.nice(nice)  # this thread and the decode threads it starts: see Transcriber
+        lower_priority(nice, idle)  # this thread and the decode threads it starts
         cfg = Settings(**settings)
         catalog = ModelCatalog.load(cfg.catalog_path, cfg.cache_dir)
         self.pre = AudioPreprocessor(cfg.vad_method, cfg.max_audio_seconds)
@@ -99,5 +98,5 @@ def preprocessor_deployment(
     profile: PreprocessorProfile, settings: Settings, transcribers: dict, diarizer: Application | None = None
 ) -> Application:
     return Preprocessor.options(**profile.serve_options()).bind(
-        settings.model_dump(mode="json"), transcribers, profile.nice, diarizer
+        settings.model_dump(mode="json"), transcribers, profile.nice, diarizer, profile.idle
     )

@@ -44,14 +44,19 @@ class IngressProfile(DeploymentOptions):
     nice: int = Field(0, description="Priority of the Ingress's threads (negative: ahead of the rest).")
 
 
+IDLE = "Run those threads as SCHED_IDLE: only when nothing else on the box wants the CPU (Linux)."
+
+
 class PreprocessorProfile(DeploymentOptions):
     nice: int = Field(0, description="Priority of decode and VAD threads.")
+    idle: bool = Field(False, description=IDLE)
 
 
 class TranscriberProfile(DeploymentOptions, BatchLimits):
     cpu_threads: int = Field(1, ge=1, description="CTranslate2 threads per decode call.")
     model_workers: int = Field(1, ge=1, description="Decode calls running at once.")
     nice: int = Field(0, description="Priority of the decode threads.")
+    idle: bool = Field(False, description=IDLE)
     allocator: Literal["system", "jemalloc"] = "system"
 
     def limits(self) -> BatchLimits:
@@ -64,6 +69,7 @@ class WorkerProfile(DeploymentOptions):
 
 class DiarizerProfile(DeploymentOptions):
     nice: int = Field(0, description="Priority of the encoder's threads.")
+    idle: bool = Field(False, description=IDLE)
     max_batch_size: int = Field(16, ge=1, description="Pieces of concurrent recordings per encoder batch.")
 
 

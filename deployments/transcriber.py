@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from ray import serve
 from ray.serve import Application
 
 from deployments.metrics import install_ray_metrics
+from deployments.priority import lower_priority
 from deployments.profiles import TranscriberProfile
 from serve_app.audio import PreparedAudio
 from serve_app.settings import Settings
@@ -41,11 +41,7 @@ class Transcriber:
 
         install_ray_metrics()
         cfg, options = Settings(**settings), TranscriberProfile(**profile)
-        if options.nice:
-            # Decoding takes whatever CPU is left; the API, Preprocessor and JobWorker (also
-            # Ray workers, at the same priority) come first, so health and status calls stay
-            # fast while the models are saturated. Throughput is unchanged: the cores stay busy.
-            os.nice(options.nice)
+        lower_priority(options.nice, options.idle)
         catalog = ModelCatalog.load(cfg.catalog_path, cfg.cache_dir)
         self.allocator = _allocator_in_use()  # fixed when the process started
         self.transcriber = load_transcriber(
