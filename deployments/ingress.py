@@ -30,11 +30,21 @@ class ReplicaWatch:
     ``period`` seconds (about 30 ms a call), so that sync requests for them get a 503 at once
     instead of waiting in the handle until a replica comes back."""
 
-    def __init__(self, deployments: dict[str, str], period: float = 2.0, parts: dict[str, str] | None = None):
+    def __init__(
+        self,
+        deployments: dict[str, str],
+        period: float = 2.0,
+        parts: dict[str, str] | None = None,
+        first_wait: float = 15.0,
+    ):
         self.deployments = deployments  # model -> deployment name
         self.parts = parts or {}  # what else must run for readiness: label -> deployment name
         self.period = period
+        # How long a sync request waits for a model this replica has never seen running (the
+        # app or this replica starting, a model's first replica coming up) before its 503.
+        self.first_wait = first_wait
         self._unavailable: set[str] = set()
+        self._seen_running: set[str] = set()
         self._parts_missing: set[str] = set()
         self._looked_at = 0.0
         self._looking: asyncio.Future | None = None
@@ -52,12 +62,24 @@ class ReplicaWatch:
         """Whether ``model`` has no running replica, asked again when the last answer (which
         says so) is older than half a second: a replica that has just started (the app
         coming up, a node back) serves at once, not at the next look. Requests that arrive
-        while a look is under way wait for its answer, not for the one before it."""
+        while a look is under way wait for its answer, not for the one before it.
+
+        A model this replica has never seen running is waited for, looked at every half
+        second for up to ``first_wait`` seconds: an Ingress replica that starts before the
+        model's (or looks before Serve reports it) would otherwise refuse the first requests.
+        One it has seen running and lost (its node gone) is refused at once."""
+        deadline = time.monotonic() + (self.first_wait if model not in self._seen_running else 0.0)
+        while True:
+            if model in self._unavailable:
+                if self._looking is None and time.monotonic() - self._looked_at > 0.5:
+                    self._looking = asyncio.ensure_future(self._look())
+                if self._looking is not None:
+                    await asyncio.shield(self._looking)
+            if model not in self._unavailable or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         if model in self._unavailable:
-            if self._looking is None and time.monotonic() - self._looked_at > 0.5:
-                self._looking = asyncio.ensure_future(self._look())
-            if self._looking is not None:
-                await asyncio.shield(self._looking)
+            log.warning("replica watch: no running replica of %s; refusing a sync request", model)
         return model in self._unavailable
 
     async def not_running(self) -> list[str]:
@@ -71,22 +93,23 @@ class ReplicaWatch:
     async def _look(self) -> None:
         self._looked_at = time.monotonic()
         try:
-            status = await asyncio.to_thread(serve.status)
-            deployments = status.applications[serve.get_replica_context().app_name].deployments
+            running = await asyncio.to_thread(self._running)
             self._unavailable = {
-                model
-                for model, name in self.deployments.items()
-                if name in deployments and not deployments[name].replica_states.get("RUNNING", 0)
+                model for model, name in self.deployments.items() if name in running and not running[name]
             }
-            self._parts_missing = {
-                label
-                for label, name in self.parts.items()
-                if name not in deployments or not deployments[name].replica_states.get("RUNNING", 0)
-            }
+            self._seen_running |= {model for model, name in self.deployments.items() if running.get(name)}
+            self._parts_missing = {label for label, name in self.parts.items() if not running.get(name)}
         except Exception:  # the controller restarting: keep the last answer
             log.warning("replica watch: no status from the Serve controller", exc_info=True)
         finally:
             self._looking = None
+
+    def _running(self) -> dict[str, int]:
+        """Running replicas of each of this application's deployments, as Serve's controller
+        reports them (about 30 ms; called in a thread)."""
+        status = serve.status()
+        deployments = status.applications[serve.get_replica_context().app_name].deployments
+        return {name: d.replica_states.get("RUNNING", 0) for name, d in deployments.items()}
 
     async def _run(self) -> None:
         while True:
