@@ -83,7 +83,8 @@ class DecodedStream:
 
     def __init__(self, source: bytes | BinaryIO, *, max_seconds: float | None = None):
         self.size = _size_of(source)
-        _check_wav_length(_head(source), self.size)
+        head = _head(source)
+        _check_wav_length(head, self.size)
         self.max_seconds = max_seconds
         self.plausible = plausible_seconds(self.size)
         self.decoded = 0  # samples handed out so far
@@ -92,6 +93,7 @@ class DecodedStream:
                 io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source,
                 mode="r",
                 metadata_errors="ignore",
+                options=_probe_options(head),
             )
         except (av.FFmpegError, ValueError, UnicodeDecodeError) as exc:
             raise InvalidAudio(
@@ -204,6 +206,17 @@ def _head(source: bytes | BinaryIO, size: int = 1 << 16) -> bytes:
     head = source.read(size)
     source.seek(here)
     return head
+
+
+# FFmpeg probes up to 5 MB of a container before decoding: all of a short upload, read through
+# Python's file callbacks (5.6 ms for a 200 KB WAV). WAV and FLAC state every stream parameter
+# in their header, so their probe stops at 32 KB (1.4 ms); other formats keep the full probe.
+SHORT_PROBE = {"probesize": "32768"}
+
+
+def _probe_options(head: bytes) -> dict[str, str]:
+    wav = head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE"
+    return SHORT_PROBE if wav or head[:4] == b"fLaC" else {}
 
 
 def _check_wav_length(data: bytes, total: int) -> None:
