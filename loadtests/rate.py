@@ -35,30 +35,58 @@ CLIPS = [f"harvard_0{n}.wav" for n in range(1, 9)]  # 4.0-5.0 s each
 TICK = os.sysconf("SC_CLK_TCK")
 PROBE_NICE = (0, -5)  # a client on this box; one at the Ingress's priority (cpu profile)
 PARTS = ("Transcriber", "Preprocessor", "Ingress", "haproxy", "postgres", "JobWorker", "ServeController", "raylet")
+# Ray's own processes besides the raylet, by what their command lines hold.
+RAY_PARTS = {
+    "ProxyActor": "serve proxy",
+    "gcs_server": "gcs",
+    "dashboard/agent.py": "dashboard agent",
+    "runtime_env/agent": "runtime env agent",
+    "dashboard/dashboard.py": "dashboard",
+    "log_monitor": "log monitor",
+    "deployments.cli": "stt (driver)",
+}
 
 
 def part_of(cmdline: str) -> str:
     for part in PARTS:
         if part in cmdline:
             return part
+    for needle, part in RAY_PARTS.items():
+        if needle in cmdline:
+            return part
     return "other"
 
 
 def cpu_by_part(service: ServiceProcess) -> dict[int, tuple[str, float]]:
-    """pid -> (part, CPU seconds so far) for every process of the instance."""
+    """pid -> (part, CPU seconds so far) for every process of the instance: those with its
+    marker in their environment, and the embedded PostgreSQL (pgserver starts it with an
+    environment of its own): the postmaster of the instance's data directory and its children."""
     needle = f"STT_LIFECYCLE_TEST={service.marker}".encode()
-    out = {}
+    pgdata = (service.env["STT_DATA_DIR"] + "/pgdata").encode()
+    seen: dict[int, tuple[str, float, int]] = {}  # pid -> (part or "", CPU seconds, parent)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if needle not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            raw = (entry / "cmdline").read_bytes()
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            out[int(entry.name)] = (part_of(cmdline), (int(fields[11]) + int(fields[12])) / TICK)
+            cpu, parent = (int(fields[11]) + int(fields[12])) / TICK, int(fields[1])
+            if pgdata in raw:
+                part = "postgres"
+            elif needle in (entry / "environ").read_bytes().split(b"\0"):
+                part = part_of(raw.replace(b"\0", b" ").decode(errors="replace"))
+            else:
+                part = ""
+            seen[int(entry.name)] = (part, cpu, parent)
         except (OSError, IndexError, ValueError):
             continue
+    postmasters = {pid for pid, (part, _, _) in seen.items() if part == "postgres"}
+    out = {}
+    for pid, (part, cpu, parent) in seen.items():
+        if not part and parent in postmasters:
+            part = "postgres"  # a backend, the WAL writer, the checkpointer...
+        if part:
+            out[pid] = (part, cpu)
     return out
 
 
