@@ -58,6 +58,17 @@ def local_cluster_env(proxy: str = "haproxy", *, free_ports: bool = False) -> Pa
     # balancer can deregister it: that was most of the 50-120 s a SIGTERM to `make run` took.
     # Here the only balancer is our own HAProxy, stopped with it.
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "0")
+    # Task arguments over 100 KB go through the node's shared-memory object store by default:
+    # a 4-5 s upload (~150-200 KB) and its decoded samples (~300 KB) twice a request, each a
+    # create, seal, get and free through the raylet (4.1 ms of raylet CPU per short request at
+    # c64). Up to 1 MiB they travel inside the call itself (1.1 ms); 30 s pieces of long
+    # recordings (~2 MB) still go through the store.
+    os.environ.setdefault("RAY_max_direct_call_object_size", str(1 << 20))
+    # Replicas write their logs (an access line per call of each deployment) to their files
+    # under /tmp/ray/session_latest/logs/serve; by default to stderr as well, which Ray's log
+    # monitor then reads and publishes for a driver that does not print them (2.3 ms of CPU
+    # per short request at c64). `stt serve --verbose` turns it back on to show them.
+    os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
     if proxy != "haproxy":
         return None
     # HAProxy (its binary ships with ray[serve]) forwards each request straight to the
@@ -203,6 +214,8 @@ def _serve(args: argparse.Namespace) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # A local cluster picks a free GCS port (never Redis's 6379); RAY_ADDRESS joins an existing one.
     local = not os.environ.get("RAY_ADDRESS")
+    if args.verbose:
+        os.environ["RAY_SERVE_LOG_TO_STDERR"] = "1"  # replica logs on this terminal
     run_dir = local_cluster_env(settings.proxy) if local else None
 
     def interrupt(signum, frame):
