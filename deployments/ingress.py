@@ -44,7 +44,9 @@ class ReplicaWatch:
         # app or this replica starting, a model's first replica coming up) before its 503.
         self.first_wait = first_wait
         self._unavailable: set[str] = set()
-        self._seen_running: set[str] = set()
+        # Models refused at once when they have no replica: seen running (and lost since), or
+        # waited for in vain once (a model that cannot start does not hold every request 15 s).
+        self._no_wait: set[str] = set()
         self._parts_missing: set[str] = set()
         self._looked_at = 0.0
         self._looking: asyncio.Future | None = None
@@ -67,8 +69,9 @@ class ReplicaWatch:
         A model this replica has never seen running is waited for, looked at every half
         second for up to ``first_wait`` seconds: an Ingress replica that starts before the
         model's (or looks before Serve reports it) would otherwise refuse the first requests.
-        One it has seen running and lost (its node gone) is refused at once."""
-        deadline = time.monotonic() + (self.first_wait if model not in self._seen_running else 0.0)
+        One it has seen running and lost (its node gone), or already waited for in vain, is
+        refused at once."""
+        deadline = time.monotonic() + (self.first_wait if model not in self._no_wait else 0.0)
         while True:
             if model in self._unavailable:
                 if self._looking is None and time.monotonic() - self._looked_at > 0.5:
@@ -79,6 +82,7 @@ class ReplicaWatch:
                 break
             await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         if model in self._unavailable:
+            self._no_wait.add(model)
             log.warning("replica watch: no running replica of %s; refusing a sync request", model)
         return model in self._unavailable
 
@@ -97,7 +101,7 @@ class ReplicaWatch:
             self._unavailable = {
                 model for model, name in self.deployments.items() if name in running and not running[name]
             }
-            self._seen_running |= {model for model, name in self.deployments.items() if running.get(name)}
+            self._no_wait |= {model for model, name in self.deployments.items() if running.get(name)}
             self._parts_missing = {label for label, name in self.parts.items() if not running.get(name)}
         except Exception:  # the controller restarting: keep the last answer
             log.warning("replica watch: no status from the Serve controller", exc_info=True)

@@ -244,8 +244,9 @@ def cluster(keyed_dsn, s3_server, tmp_path_factory):
         # RUNNING is Serve's word; an Ingress replica serves a model once it has seen the
         # model's replica (a CI run's first sync request got 503 model_unavailable from one that
         # had not yet; the Ingress now waits up to 15 s for a model it has never seen running,
-        # tests/unit/test_replica_watch.py). Wait, up to a minute, until /api/v1/ready has answered 200 on twelve
-        # fresh connections in a row (the head spreads connections over the Ingress replicas).
+        # tests/unit/test_replica_watch.py). Wait, up to a minute, until /api/v1/ready has
+        # answered 200 on twelve fresh connections in a row (the head spreads connections over
+        # the Ingress replicas).
         # Not a check in itself: the tests below assert what they need.
         try:
             _wait("ready on twelve connections in a row", running.ready_in_a_row, 60, every=0.5)

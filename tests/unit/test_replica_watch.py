@@ -1,5 +1,5 @@
 """The Ingress's watch of model replicas: a model it has never seen running is waited for (the
-app or the replica starting), one it has seen running and lost is refused at once.
+app or the replica starting), once; one it has seen running and lost is refused at once.
 
 Serve's controller is replaced by a scripted list of answers here (``_running`` is the one call
 the watch makes to it); tests/cluster/test_multinode.py runs the watch against a real cluster.
@@ -40,7 +40,7 @@ async def test_a_model_not_yet_seen_running_is_waited_for():
     assert watch.unavailable() == {"tiny.en"}
     started = time.monotonic()
     assert not await watch.confirm("tiny.en")  # looked again until it ran
-    assert 0.5 <= time.monotonic() - started < 4.0
+    assert time.monotonic() - started >= 0.5  # looks at least half a second apart
     assert watch.looks == 3
 
 
@@ -49,7 +49,11 @@ async def test_a_model_that_never_comes_is_refused_after_the_first_wait():
     await watch.start()
     started = time.monotonic()
     assert await watch.confirm("tiny.en")
-    assert 1.0 <= time.monotonic() - started < 3.0
+    assert time.monotonic() - started >= 1.2 and watch.looks >= 3
+    # Waited for in vain once: the next request is not held again (a model that cannot start).
+    looks = watch.looks
+    assert await watch.confirm("tiny.en")
+    assert watch.looks <= looks + 1
 
 
 async def test_a_model_seen_running_and_lost_is_refused_at_once():
@@ -57,9 +61,10 @@ async def test_a_model_seen_running_and_lost_is_refused_at_once():
     await watch.start()
     assert not await watch.confirm("tiny.en")
     await watch._look()  # the background look: its node is gone
+    looks = watch.looks
     started = time.monotonic()
     assert await watch.confirm("tiny.en")  # its node gone: no waiting
-    assert time.monotonic() - started < 1.0
+    assert watch.looks <= looks + 1 and time.monotonic() - started < 30.0
 
 
 async def test_readiness_names_what_is_not_running():
