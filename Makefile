@@ -15,17 +15,20 @@ env:
 	@scripts/ensure-env.sh
 
 models: env
-	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/python -m deployments.cli prepare-models
+	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/python -m cli prepare-models
 
 run: env
-	@venv=$$(scripts/ensure-env.sh) && exec $$venv/bin/python -m deployments.cli serve
+	@venv=$$(scripts/ensure-env.sh) && exec $$venv/bin/python -m cli serve
 
 test: env
 	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/python -m pytest $(PYTEST_ARGS)
 
-# Fast tests of serve_app without Ray.
+# The pure tier (tests/unit): no database, model, network or subprocess. Its database settings
+# point at a closed port, so a test that reaches for PostgreSQL fails instead of passing here.
+NO_DATABASE = postgresql://nobody@127.0.0.1:1/none
 test-unit: env
-	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/python -m pytest -m "not serve and not cluster" $(PYTEST_ARGS)
+	@venv=$$(scripts/ensure-env.sh) && STT_DATABASE_URL=$(NO_DATABASE) STT_TEST_PG_ADMIN=$(NO_DATABASE) \
+	    $$venv/bin/python -m pytest tests/unit $(PYTEST_ARGS)
 
 # Formatter and linter (ruff, configured in pyproject.toml); CI runs `make lint`.
 lint: env

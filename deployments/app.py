@@ -14,8 +14,8 @@ from deployments.preprocessor import preprocessor_deployment
 from deployments.profiles import load_profile
 from deployments.transcriber import transcriber_deployment
 from deployments.worker import worker_deployment
-from serve_app.catalog import ModelCatalog
-from serve_app.settings import Settings
+from serve_app.asr.catalog import ModelCatalog
+from serve_app.core.settings import Settings
 
 APP_NAME = "speechtotext"
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from serve_app.database import database_url
-from serve_app.settings import Settings
+from serve_app.core.settings import Settings
+from serve_app.jobs.database import database_url
 
 ACTOR_NAME = "speechtotext-postgres"
 NAMESPACE = "speechtotext"
@@ -55,7 +55,7 @@ class EmbeddedDatabase:
         import sys
         from pathlib import Path
 
-        from serve_app.database import start_embedded
+        from serve_app.jobs.database import start_embedded
 
         self.server = start_embedded(Path(pgdata))
         reaper = [

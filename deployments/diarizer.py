@@ -14,15 +14,15 @@ from ray.serve import Application
 
 from deployments.priority import lower_priority
 from deployments.profiles import DiarizerProfile
-from serve_app.audio import PreparedAudio
-from serve_app.settings import Settings
-from serve_app.transcript import DiarizeOptions
+from serve_app.audio.pieces import PreparedAudio
+from serve_app.core.settings import Settings
+from serve_app.core.transcript import DiarizeOptions
 
 
 @serve.deployment
 class Diarizer:
-    def __init__(self, settings: dict, nice: int = 0, max_batch_size: int = 16, idle: bool = False):
-        from serve_app.diarize import SpeakerEncoder
+    def __init__(self, *, settings: dict, nice: int = 0, max_batch_size: int = 16, idle: bool = False):
+        from serve_app.diarization.encoder import SpeakerEncoder
 
         lower_priority(nice, idle)
         cfg = Settings(**settings)
@@ -38,12 +38,15 @@ class Diarizer:
         return await self.embed_batch(piece)
 
     async def diarize(self, windows, options: DiarizeOptions):
-        from serve_app.diarize import run
+        from serve_app.diarization.encoder import run
 
         return await asyncio.to_thread(run, self.encoder, windows, options)
 
 
 def diarizer_deployment(profile: DiarizerProfile, settings: Settings) -> Application:
     return Diarizer.options(**profile.serve_options()).bind(
-        settings.model_dump(mode="json"), profile.nice, profile.max_batch_size, profile.idle
+        settings=settings.model_dump(mode="json"),
+        nice=profile.nice,
+        max_batch_size=profile.max_batch_size,
+        idle=profile.idle,
     )

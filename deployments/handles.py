@@ -1,5 +1,5 @@
 """Calls through deployment handles: Ray's errors as the client should see them, and a
-Transcriber deployment as the pipeline uses a model (serve_app.pipeline.PieceTranscriber)."""
+Transcriber deployment as the pipeline uses a model (serve_app.transcription.pipeline.PieceTranscriber)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.audio import PreparedAudio
-from serve_app.errors import ModelUnavailable, Overloaded, unwrap
-from serve_app.transcript import DecodeOptions, Transcript
+from serve_app.audio.pieces import PreparedAudio
+from serve_app.core.errors import ModelUnavailable, Overloaded, unwrap
+from serve_app.core.transcript import DecodeOptions, Transcript
 
 
 def client_error(exc: Exception) -> BaseException:
@@ -25,7 +25,7 @@ def client_error(exc: Exception) -> BaseException:
 
 
 class HandleDiarizer:
-    """The Diarizer deployment as the pipeline uses it (serve_app.pipeline.PieceDiarizer)."""
+    """The Diarizer deployment as the pipeline uses it (serve_app.transcription.pipeline.PieceDiarizer)."""
 
     def __init__(self, handle: DeploymentHandle):
         self.handle = handle

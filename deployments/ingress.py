@@ -17,126 +17,13 @@ from ray.serve.handle import DeploymentHandle
 from deployments.handles import client_error
 from deployments.metrics import install_ray_metrics
 from deployments.profiles import IngressProfile
-from serve_app.preprocess import PrepareOptions
-from serve_app.schemas import TranscriptionResult
-from serve_app.settings import Settings
-from serve_app.transcript import DecodeOptions
+from deployments.replica_watch import ReplicaWatch, ServeStatus
+from serve_app.audio.preprocess import PrepareOptions
+from serve_app.core.results import TranscriptionResult
+from serve_app.core.settings import Settings
+from serve_app.core.transcript import DecodeOptions
 
 log = logging.getLogger("speechtotext")
-
-
-class ReplicaWatch:
-    """Which models have no running Transcriber replica, asked of the Serve controller every
-    ``period`` seconds, so that sync requests for them get a 503 at once instead of waiting in
-    the handle until a replica comes back."""
-
-    def __init__(
-        self,
-        deployments: dict[str, str],
-        period: float = 2.0,
-        parts: dict[str, str] | None = None,
-        first_wait: float = 15.0,
-    ):
-        self.deployments = deployments  # model -> deployment name
-        self.parts = parts or {}  # what else must run for readiness: label -> deployment name
-        self.period = period
-        # How long a sync request waits for a model this replica has never seen running (the
-        # app or this replica starting, a model's first replica coming up) before its 503.
-        self.first_wait = first_wait
-        self._unavailable: set[str] = set()
-        # Models refused at once when they have no replica: seen running (and lost since), or
-        # waited for in vain once (a model that cannot start does not hold every request 15 s).
-        self._no_wait: set[str] = set()
-        self._parts_missing: set[str] = set()
-        self._looked_at = 0.0
-        self._looking: asyncio.Future | None = None
-        self._task: asyncio.Task | None = None
-
-    async def start(self) -> None:
-        """A first look now, then the watch in the background (on the replica's event loop)."""
-        await self._look()
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def unavailable(self) -> set[str]:
-        return self._unavailable
-
-    async def confirm(self, model: str) -> bool:
-        """Whether ``model`` has no running replica, asked again when the last answer (which
-        says so) is older than half a second: a replica that has just started (the app
-        coming up, a node back) serves at once, not at the next look. Requests that arrive
-        while a look is under way wait for its answer, not for the one before it.
-
-        A model this replica has never seen running is waited for, looked at every half
-        second for up to ``first_wait`` seconds: an Ingress replica that starts before the
-        model's (or looks before Serve reports it) would otherwise refuse the first requests.
-        One it has seen running and lost (its node gone), or already waited for in vain, is
-        refused at once."""
-        deadline = time.monotonic() + (self.first_wait if model not in self._no_wait else 0.0)
-        while True:
-            if model in self._unavailable:
-                if self._looking is None and time.monotonic() - self._looked_at > 0.5:
-                    self._looking = asyncio.ensure_future(self._look())
-                if self._looking is not None:
-                    await asyncio.shield(self._looking)
-            if model not in self._unavailable or time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-        if model in self._unavailable:
-            self._no_wait.add(model)
-            log.warning("replica watch: no running replica of %s; refusing a sync request", model)
-        return model in self._unavailable
-
-    async def not_running(self) -> list[str]:
-        """Models and parts with no running replica, from a look at most half a second old."""
-        if self._looking is None and time.monotonic() - self._looked_at > 0.5:
-            self._looking = asyncio.ensure_future(self._look())
-        if self._looking is not None:
-            await asyncio.shield(self._looking)
-        return sorted(self._unavailable) + sorted(self._parts_missing)
-
-    async def _look(self) -> None:
-        self._looked_at = time.monotonic()
-        try:
-            running = await asyncio.to_thread(self._running)
-            self._unavailable = {
-                model for model, name in self.deployments.items() if name in running and not running[name]
-            }
-            self._no_wait |= {model for model, name in self.deployments.items() if running.get(name)}
-            self._parts_missing = {label for label, name in self.parts.items() if not running.get(name)}
-        except Exception:  # the controller restarting: keep the last answer
-            log.warning("replica watch: no status from the Serve controller", exc_info=True)
-        finally:
-            self._looking = None
-
-    def _running(self) -> dict[str, int]:
-        """Running replicas of each of this application's deployments, as Serve's controller
-        reports them (called in a thread).
-
-        First the application's status overview (a few ms): a HEALTHY deployment runs all
-        its target replicas, at least one here; so does a part (the Preprocessor, whose
-        minimum is one) that is scaling up or down. Only when a model is not HEALTHY
-        (starting, scaling, its node gone) or a part is starting or failing comes
-        ``serve.status()``, which builds every deployment's whole details on both sides
-        (py-spy found ~5% of the Ingress's busy samples there under load; its CPU per request
-        moved 19.7 -> 18-19 ms without it, within this box's noise)."""
-        from ray.serve._private.common import DeploymentStatus
-        from ray.serve.context import _get_global_client
-
-        app = serve.get_replica_context().app_name
-        overview = _get_global_client().get_serve_status(app)
-        status = {d.name: d.status for d in overview.deployment_statuses}
-        scaling = (DeploymentStatus.HEALTHY, DeploymentStatus.UPSCALING, DeploymentStatus.DOWNSCALING)
-        if all(status.get(name) == DeploymentStatus.HEALTHY for name in self.deployments.values()) and all(
-            status.get(name) in scaling for name in self.parts.values()
-        ):
-            return dict.fromkeys(status, 1)
-        deployments = serve.status().applications[app].deployments
-        return {name: d.replica_states.get("RUNNING", 0) for name, d in deployments.items()}
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.period)
-            await self._look()
 
 
 class RayBackend:
@@ -159,6 +46,11 @@ class RayBackend:
     async def available(self, model: str) -> bool:
         return not (self.watch and await self.watch.confirm(model))
 
+    def problems(self) -> list[str]:
+        if self.watch is not None and self.watch.broken:
+            return [f"replica watch: {self.watch.broken}"]
+        return []
+
     async def not_ready(self) -> list[str]:
         waiting = await self.watch.not_running() if self.watch else []
         if self._warmup is not None and not self._warmup.done():
@@ -172,10 +64,12 @@ class RayBackend:
         self._warmup = asyncio.get_running_loop().create_task(self._warm())
 
     async def _warm(self) -> None:
-        from serve_app.warmup import speech
+        from serve_app.asr.warmup import speech
 
+        # Once a second: while models start, each look builds serve.status()'s whole details
+        # (tens of ms on both sides), and a start is short of CPU already.
         while self.watch and await self.watch.not_running():
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)
         for model in self.transcribers:
             started = time.perf_counter()
             try:
@@ -210,11 +104,11 @@ def service_of(
 ):
     """The TranscriptionService of a replica: jobs in PostgreSQL and the BlobStore, audio to the
     deployments behind the handles."""
-    from serve_app.blobs import BlobStore
-    from serve_app.catalog import ModelCatalog
-    from serve_app.jobs import JobService
-    from serve_app.jobstore import JobStore
-    from serve_app.service import TranscriptionService
+    from serve_app.asr.catalog import ModelCatalog
+    from serve_app.jobs.blobs import BlobStore
+    from serve_app.jobs.service import JobService
+    from serve_app.jobs.store import JobStore
+    from serve_app.transcription.service import TranscriptionService
 
     store = JobStore(cfg.database_url, min_size=cfg.db_pool_min, max_size=cfg.db_pool_max)
     jobs = JobService(store, BlobStore.from_settings(cfg), max_attempts=cfg.job_max_attempts)
@@ -246,6 +140,7 @@ class Ingress:
 
     async def __init__(
         self,
+        *,
         preprocessor: DeploymentHandle,
         transcribers: dict[str, DeploymentHandle],
         settings: dict,
@@ -262,7 +157,9 @@ class Ingress:
         # `worker` is bound here only so that Serve deploys the JobWorker; jobs reach it
         # through PostgreSQL, never through this handle.
         watch = ReplicaWatch(
-            {model: transcriber_name(model) for model in transcribers}, parts={"preprocessor": "Preprocessor"}
+            ServeStatus(serve.get_replica_context().app_name),
+            {model: transcriber_name(model) for model in transcribers},
+            parts={"preprocessor": "Preprocessor"},
         )
         await watch.start()
         cfg = Settings(**settings)
@@ -285,14 +182,14 @@ class Ingress:
     ) -> TranscriptionResult:
         """Python callers: ``serve.get_app_handle("speechtotext").transcribe.remote(bytes, model=...)``.
 
-        ``options`` are those of ``serve_app.request.TranscriptionRequest``; the call is a job row
+        ``options`` are those of ``serve_app.transcription.request.TranscriptionRequest``; the call is a job row
         of ``tenant`` (default STT_DEFAULT_USER). Code holding a handle is inside the cluster and
         trusted: it names its tenant, and no key or rate limit applies.
         """
-        from serve_app.auth import Principal, check_tenant
-        from serve_app.errors import ServiceError
-        from serve_app.metrics import METRICS
-        from serve_app.request import TranscriptionRequest
+        from serve_app.core.errors import ServiceError
+        from serve_app.core.metrics import METRICS
+        from serve_app.tenancy.keys import Principal, check_tenant
+        from serve_app.transcription.request import TranscriptionRequest
 
         service, status, model = self.service, 500, ""
         try:
@@ -309,9 +206,9 @@ class Ingress:
         finally:
             METRICS.request("handle:transcribe", model, status)
 
-    async def batch_stats(self) -> dict[str, dict]:
+    async def decode_stats(self) -> dict[str, dict]:
         transcribers = self.service.backend.transcribers
-        stats = await asyncio.gather(*(handle.batch_stats.remote() for handle in transcribers.values()))
+        stats = await asyncio.gather(*(handle.decode_stats.remote() for handle in transcribers.values()))
         return dict(zip(transcribers, stats))
 
 
@@ -322,5 +219,9 @@ def ingress_deployment(profile: IngressProfile, settings: Settings, preprocessor
             "num_replicas": settings.ingress_replicas
         }
     return Ingress.options(**options).bind(
-        preprocessor, transcribers, settings.model_dump(mode="json"), worker, profile.nice
+        preprocessor=preprocessor,
+        transcribers=transcribers,
+        settings=settings.model_dump(mode="json"),
+        worker=worker,
+        nice=profile.nice,
     )

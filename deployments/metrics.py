@@ -1,4 +1,4 @@
-"""Ray Serve's metrics behind serve_app.metrics: each replica installs them when it starts.
+"""Ray Serve's metrics behind serve_app.core.metrics: each replica installs them when it starts.
 
 Exported by the metrics agent of the replica's node on its metrics export port (``make run``:
 STT_METRICS_PORT; KubeRay: 8080), as ``ray_stt_*`` beside Ray's own ``ray_serve_*``. Ray adds
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ray.serve import metrics
 
-from serve_app.metrics import METRICS
+from serve_app.core.metrics import METRICS
 
 
 class RayInstruments:

@@ -13,8 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from serve_app.settings import REPO_ROOT
-from serve_app.transcriber import BatchLimits
+from serve_app.asr.runner import DecodeLimits
+from serve_app.core.settings import REPO_ROOT
 
 PROFILES = REPO_ROOT / "configs" / "profiles"
 
@@ -52,15 +52,15 @@ class PreprocessorProfile(DeploymentOptions):
     idle: bool = Field(False, description=IDLE)
 
 
-class TranscriberProfile(DeploymentOptions, BatchLimits):
+class TranscriberProfile(DeploymentOptions, DecodeLimits):
     cpu_threads: int = Field(1, ge=1, description="CTranslate2 threads per decode call.")
     model_workers: int = Field(1, ge=1, description="Decode calls running at once.")
     nice: int = Field(0, description="Priority of the decode threads.")
     idle: bool = Field(False, description=IDLE)
     allocator: Literal["system", "jemalloc"] = "system"
 
-    def limits(self) -> BatchLimits:
-        return BatchLimits(**self.model_dump(include=set(BatchLimits.model_fields)))
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(**self.model_dump(include=set(DecodeLimits.model_fields)))
 
 
 class WorkerProfile(DeploymentOptions):

@@ -12,10 +12,10 @@ from ray.serve import Application
 from deployments.metrics import install_ray_metrics
 from deployments.priority import lower_priority
 from deployments.profiles import TranscriberProfile
-from serve_app.audio import PreparedAudio
-from serve_app.settings import Settings
-from serve_app.transcriber import BatchLimits
-from serve_app.transcript import DecodeOptions, Transcript
+from serve_app.asr.runner import DecodeLimits
+from serve_app.audio.pieces import PreparedAudio
+from serve_app.core.settings import Settings
+from serve_app.core.transcript import DecodeOptions, Transcript
 
 log = logging.getLogger("speechtotext")
 
@@ -33,18 +33,18 @@ def transcriber_name(model: str) -> str:
 
 @serve.deployment
 class Transcriber:
-    """One Whisper model: a ``BatchedTranscriber`` gathering the chunks of concurrent requests."""
+    """One Whisper model: a ``ModelRunner`` gathering the chunks of concurrent requests."""
 
-    def __init__(self, model: str, settings: dict, profile: dict):
-        from serve_app.backend import load_transcriber
-        from serve_app.catalog import ModelCatalog
+    def __init__(self, *, model: str, settings: dict, profile: dict):
+        from serve_app.asr.catalog import ModelCatalog
+        from serve_app.asr.runner import load_runner
 
         install_ray_metrics()
         cfg, options = Settings(**settings), TranscriberProfile(**profile)
         lower_priority(options.nice, options.idle)
         catalog = ModelCatalog.load(cfg.catalog_path, cfg.cache_dir)
         self.allocator = _allocator_in_use()  # fixed when the process started
-        self.transcriber = load_transcriber(
+        self.transcriber = load_runner(
             cfg,
             catalog,
             model,
@@ -53,18 +53,13 @@ class Transcriber:
             limits=options.limits(),
         )
         if cfg.warmup:  # before Serve marks this replica running (serve_app/warmup.py)
-            from serve_app.warmup import warm_engine
+            from serve_app.asr.warmup import warm_engine
 
-            warm_engine(
-                self.transcriber.engine,
-                (1, options.decode_batch_size),
-                catalog.get(model).multilingual,
-                workers=options.model_workers,
-            )
+            warm_engine(self.transcriber.engine, catalog.get(model).multilingual, workers=options.model_workers)
 
     def reconfigure(self, config: dict) -> None:
         """Batch limits from user_config: change them with `serve deploy`, no restart."""
-        self.transcriber.set_limits(BatchLimits(**{**self.transcriber.limits.model_dump(), **config}))
+        self.transcriber.set_limits(DecodeLimits(**{**self.transcriber.limits.model_dump(), **config}))
 
     async def detect_language(self, piece: PreparedAudio) -> tuple[str, float]:
         return await self.transcriber.detect_language(piece)
@@ -72,7 +67,7 @@ class Transcriber:
     async def transcribe_piece(self, piece: PreparedAudio, options: DecodeOptions) -> Transcript:
         return await self.transcriber.transcribe_piece(piece, options)
 
-    def batch_stats(self) -> dict:
+    def decode_stats(self) -> dict:
         return {**self.transcriber.stats(), "allocator": self.allocator}
 
 
@@ -93,7 +88,7 @@ def transcriber_deployment(model: str, profile: TranscriberProfile, settings: Se
         options.get("max_ongoing_requests", 0), 2 * profile.model_workers * profile.max_batch_size
     )
     return Transcriber.options(name=transcriber_name(model), user_config=profile.limits().model_dump(), **options).bind(
-        model, settings.model_dump(mode="json"), profile.model_dump(mode="json")
+        model=model, settings=settings.model_dump(mode="json"), profile=profile.model_dump(mode="json")
     )
 
 

@@ -12,22 +12,22 @@ from ray.serve.handle import DeploymentHandle
 from deployments.ingress import service_of
 from deployments.metrics import install_ray_metrics
 from deployments.profiles import WorkerProfile
-from serve_app.settings import Settings
+from serve_app.core.settings import Settings
 
 
 @serve.deployment
 class JobWorker:
     """Runs async jobs from the PostgreSQL queue through the Preprocessor and Transcribers."""
 
-    async def __init__(self, preprocessor: DeploymentHandle, transcribers: dict[str, DeploymentHandle], settings: dict):
-        from serve_app.webhooks import WebhookSender
-        from serve_app.worker import JobWorker as Worker
+    async def __init__(
+        self, *, preprocessor: DeploymentHandle, transcribers: dict[str, DeploymentHandle], settings: dict
+    ):
+        from serve_app.jobs.webhooks import WebhookSender
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         install_ray_metrics()
         cfg = Settings(**settings)
-        self.worker = Worker(
-            service_of(cfg, preprocessor, transcribers),
+        self.worker = service_of(cfg, preprocessor, transcribers).job_worker(
             webhooks=WebhookSender.from_settings(cfg),
             lease_seconds=cfg.lease_seconds,
             concurrency=cfg.worker_concurrency,
@@ -41,7 +41,7 @@ class JobWorker:
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """Read by deployments.autoscaling.job_backlog_policy."""
-        return {"queue_depth": float(self.worker.queue_depth), "running_jobs": float(len(self.worker._running))}
+        return {"queue_depth": float(self.worker.queue_depth), "running_jobs": float(self.worker.running)}
 
     async def __del__(self):
         await self.worker.close()
@@ -54,4 +54,6 @@ def worker_deployment(profile: WorkerProfile, settings: Settings, preprocessor, 
     options = profile.serve_options()
     if "autoscaling_config" not in options:
         options["num_replicas"] = settings.worker_replicas
-    return JobWorker.options(**options).bind(preprocessor, transcribers, settings.model_dump(mode="json"))
+    return JobWorker.options(**options).bind(
+        preprocessor=preprocessor, transcribers=transcribers, settings=settings.model_dump(mode="json")
+    )

@@ -45,9 +45,9 @@ def locust(url: str, users: int, seconds: int, key: str | None, out: Path) -> di
 
 
 async def make_key(database_url: str) -> str:
-    from serve_app.auth import KeyStore
-    from serve_app.jobstore import JobStore
-    from serve_app.limits import Limits
+    from serve_app.jobs.store import JobStore
+    from serve_app.tenancy.keys import KeyStore
+    from serve_app.tenancy.limits import Limits
 
     store = JobStore(database_url, min_size=0, max_size=1)
     try:
@@ -74,8 +74,8 @@ def main() -> None:
         with httpx.Client(base_url=url, timeout=300) as client:  # warm: the first request loads models
             for name in ("harvard_01.wav", "harvard_02.wav"):
                 client.post("/api/v1/transcriptions", files={"file": (name, (ROOT / "tests/data" / name).read_bytes())})
-        from serve_app.database import database_url as db_url
-        from serve_app.settings import Settings
+        from serve_app.core.settings import Settings
+        from serve_app.jobs.database import database_url as db_url
 
         database_url = db_url(Settings(data_dir=Path(data_dir)))
         out = Path(tempfile.mkdtemp(prefix="stt-authcost-csv-"))

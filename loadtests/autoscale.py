@@ -33,7 +33,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from loadtests.bench import start_service  # noqa: E402
-from serve_app.audio import decode  # noqa: E402
+from serve_app.audio.decode import decode  # noqa: E402
 from testkit.speech import audio  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"

@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import httpx  # noqa: E402
 
 from loadtests.corpus import build  # noqa: E402
-from serve_app.audio import decode  # noqa: E402
+from serve_app.audio.decode import decode  # noqa: E402
 from testkit.speech import corpus_wer  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -56,8 +56,8 @@ class Run:
 
 
 def model_dir() -> str:
-    from serve_app.catalog import ModelCatalog
-    from serve_app.settings import Settings
+    from serve_app.asr.catalog import ModelCatalog
+    from serve_app.core.settings import Settings
 
     s = Settings()
     return ModelCatalog.load(s.catalog_path, s.cache_dir).resolve(MODEL)
@@ -155,11 +155,11 @@ def start_service(data_dir: str, args: dict | None = None) -> tuple[str, callabl
     from ray import serve
 
     from deployments.app import APP_NAME, build_app
-    from deployments.cli import free_port, local_cluster_env, stop_local_cluster
+    from deployments.local_cluster import free_port, local_cluster_env, stop_local_cluster
 
     port = free_port()
     root = str(Path(__file__).resolve().parents[1])
-    run_dir = local_cluster_env(free_ports=True)  # as `make run` (deployments/cli.py) starts it
+    run_dir = local_cluster_env(free_ports=True)  # as `make run` (deployments/local_cluster.py) starts it
     ray.init(
         address="local",
         include_dashboard=False,

@@ -41,7 +41,7 @@ THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5)
 def error_rates(found, threshold: float, given: bool) -> dict:
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    from serve_app import diarize
+    from serve_app.diarization import clustering
 
     out = {}
     for count in (2, 3):
@@ -51,7 +51,7 @@ def error_rates(found, threshold: float, given: bool) -> dict:
             if len(talk.speakers) != count:
                 continue
             bounds = (count, count) if given else (None, None)
-            result = diarize.diarize(windows, *bounds, threshold=threshold)
+            result = clustering.diarize(windows, *bounds, threshold=threshold)
             metric(conversations.reference(talk), conversations.hypothesis(result.turns))
             right += len(result.speakers) == count
             total += 1
@@ -62,12 +62,12 @@ def error_rates(found, threshold: float, given: bool) -> dict:
 async def word_accuracy(talks) -> dict:
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    from serve_app import diarize
-    from serve_app.backend import LocalBackend
-    from serve_app.catalog import ModelCatalog
-    from serve_app.pipeline import collect
-    from serve_app.request import TranscriptionRequest
-    from serve_app.settings import Settings
+    from serve_app.asr.catalog import ModelCatalog
+    from serve_app.core.settings import Settings
+    from serve_app.diarization import speakers
+    from serve_app.transcription.assembly import Assembly
+    from serve_app.transcription.backends import LocalBackend
+    from serve_app.transcription.request import TranscriptionRequest
 
     settings = Settings()
     catalog = ModelCatalog.load(settings.catalog_path, settings.cache_dir)
@@ -80,8 +80,8 @@ async def word_accuracy(talks) -> dict:
         items = backend.transcribe(
             talk.path.read_bytes(), "tiny.en", resolved.decode, resolved.prepare, resolved.diarize
         )
-        transcript, _ = await collect(items)
-        turns = [diarize.SpeakerTurn(s.start, s.end, s.speaker) for s in transcript.segments]
+        transcript = await Assembly().collect(items)
+        turns = [speakers.SpeakerTurn(s.start, s.end, s.speaker) for s in transcript.segments]
         mapping = DiarizationErrorRate().optimal_mapping(conversations.reference(talk), conversations.hypothesis(turns))
         r, t = conversations.word_accuracy(talk, transcript.words, mapping)
         right, total = right + r, total + t
@@ -89,15 +89,16 @@ async def word_accuracy(talks) -> dict:
 
 
 def library_part(talks) -> dict:
-    from serve_app import diarize
-    from serve_app.audio import decode
+    from serve_app.audio.decode import decode
+    from serve_app.diarization import clustering
+    from serve_app.diarization.encoder import SpeakerEncoder
 
-    encoder = diarize.SpeakerEncoder()
+    encoder = SpeakerEncoder()
     started = time.perf_counter()
     found = [(talk, encoder.embed(decode(talk.path.read_bytes()))) for talk in talks]
     embed_s = time.perf_counter() - started
     sweep = {str(t): error_rates(found, t, given=False) for t in THRESHOLDS}
-    chosen = diarize.DISTANCE_THRESHOLD
+    chosen = clustering.DISTANCE_THRESHOLD
     report = {
         "conversations": {
             "two": sum(len(t.speakers) == 2 for t in talks),

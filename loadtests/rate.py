@@ -43,7 +43,7 @@ RAY_PARTS = {
     "runtime_env/agent": "runtime env agent",
     "dashboard/dashboard.py": "dashboard",
     "log_monitor": "log monitor",
-    "deployments.cli": "stt (driver)",
+    "-m cli serve": "stt (driver)",
 }
 
 

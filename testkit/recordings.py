@@ -12,7 +12,8 @@ import io
 import av
 import numpy as np
 
-from serve_app.audio import SAMPLE_RATE, decode
+from serve_app.audio.decode import decode
+from serve_app.audio.pieces import SAMPLE_RATE
 from testkit.speech import audio, transcripts
 
 SENTENCES = [f"harvard_0{n}.wav" for n in range(1, 9)] + ["harvard_long.flac"]

@@ -1,4 +1,11 @@
-"""Shared fixtures. The Ray Serve application starts once per test session (slow: ~1 min)."""
+"""Fixtures every tier may use, and the tiers' order.
+
+Tiers, each a folder with the infrastructure it needs, run in this order (fast feedback first,
+one expensive service at a time): unit (pure: no database, model, network or subprocess), app
+(the in-process app with the real PostgreSQL, S3 server, models and speech), serve (the Ray Serve
+application, one per tier), lifecycle (whole services started and stopped), cluster (a Ray
+cluster of several nodes). Each test is marked with its tier: ``pytest -m app``.
+"""
 
 from __future__ import annotations
 
@@ -9,49 +16,68 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from deployments.cli import free_port  # noqa: E402
+TIERS = ("unit", "app", "serve", "lifecycle", "cluster")
+
+
+def _tier(item) -> str:
+    parts = item.nodeid.split("/")
+    return parts[1] if len(parts) > 2 and parts[1] in TIERS else "unit"
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "/serve/" in str(item.fspath):
-            item.add_marker(pytest.mark.serve)
-        if "/cluster/" in str(item.fspath):
-            item.add_marker(pytest.mark.cluster)
+        item.add_marker(getattr(pytest.mark, _tier(item)))
+    items.sort(key=lambda item: TIERS.index(_tier(item)))  # stable: file order within a tier
 
 
 @pytest.fixture(scope="session")
 def settings():
-    from serve_app.settings import Settings
+    from serve_app.core.settings import Settings
 
     return Settings()
 
 
 @pytest.fixture(scope="session")
 def catalog(settings):
-    from serve_app.catalog import ModelCatalog
+    from serve_app.asr.catalog import ModelCatalog
 
     return ModelCatalog.load(settings.catalog_path, settings.cache_dir)
 
 
-def _fresh_database():
-    """A new database on the machine's PostgreSQL (127.0.0.1:5432, trust auth), dropped after."""
+# -- databases on the machine's PostgreSQL (127.0.0.1:5432, trust auth) -------------------------
+@pytest.fixture(scope="session")
+def db_template():
+    """The service's schema, migrated once a session; every database below is a copy of it."""
+    from testkit.process import migrated_template
+
+    with migrated_template() as name:
+        yield name
+
+
+def fresh_database(template: str):
     from testkit.process import fresh_database
 
-    with fresh_database() as url:
+    with fresh_database(template=template) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def pg_dsn():
-    """The unit tests' database: open mode (no API key may be made in it)."""
-    yield from _fresh_database()
+def pg_dsn(db_template):
+    """A database shared by the session's tests that need only the schema: open mode (no API
+    key may be made in it)."""
+    yield from fresh_database(db_template)
 
 
 @pytest.fixture(scope="module")
-def keyed_dsn():
+def keyed_dsn(db_template):
     """A database of the module's own, for tests that make API keys (which end the open mode)."""
-    yield from _fresh_database()
+    yield from fresh_database(db_template)
+
+
+@pytest.fixture
+def job_dsn(db_template):
+    """A database of the test's own: a JobWorker of one test can never claim another's jobs."""
+    yield from fresh_database(db_template)
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +85,8 @@ def s3_server():
     """A real S3-protocol server (moto in server mode) on 127.0.0.1, with a bucket."""
     import boto3
     from moto.server import ThreadedMotoServer
+
+    from deployments.local_cluster import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -84,15 +112,3 @@ def blob_settings(request, tmp_path):
         "s3_access_key": "testing",
         "s3_secret_key": "testing",
     }
-
-
-@pytest.fixture(scope="session")
-def tokenizer(catalog):
-    """tiny.en's real Whisper tokenizer (no model loaded)."""
-    from pathlib import Path
-
-    import tokenizers
-    from faster_whisper.tokenizer import Tokenizer
-
-    path = Path(catalog.resolve("tiny.en")) / "tokenizer.json"
-    return Tokenizer(tokenizers.Tokenizer.from_file(str(path)), False, task="transcribe", language="en")

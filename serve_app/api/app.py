@@ -16,10 +16,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serve_app.api.dependencies import ServiceContext
 from serve_app.api.routers import admin, batches, events, openai_compat, system, transcriptions, web
 from serve_app.api.routers.openai_compat import openai_error
-from serve_app.errors import PayloadTooLarge, ServiceError, unwrap
-from serve_app.metrics import METRICS
-from serve_app.service import TranscriptionService
-from serve_app.settings import Settings
+from serve_app.core.errors import PayloadTooLarge, ServiceError, unwrap
+from serve_app.core.metrics import METRICS
+from serve_app.core.settings import Settings
+from serve_app.transcription.service import TranscriptionService
 
 log = logging.getLogger("speechtotext.access")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -172,21 +172,40 @@ def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
         if window is not None:  # every answer of a limited route says where the tenant stands
             for name, value in window.headers(request.url.path.startswith("/v1/")).items():
                 response.headers.setdefault(name, value)
-        route = _route(request)
-        METRICS.request(route, getattr(request.state, "model", None), response.status_code)
-        log.info(
-            json.dumps(
-                {
-                    "request_id": request.state.request_id,
-                    "method": request.method,
-                    "route": route,
-                    "path": request.url.path,
-                    "status": response.status_code,
-                    "tenant": getattr(getattr(request.state, "principal", None), "tenant", None),
-                    "model": getattr(request.state, "model", None),
-                    "audio_seconds": getattr(request.state, "audio_seconds", None),
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-                }
-            )
-        )
+        # Logged once the body is sent: a streamed answer's audio length and latency are only
+        # known at its end (a /v1 stream sets audio_seconds from its last message).
+        body = getattr(response, "body_iterator", None)
+        if body is None:  # answered here, whole (431, 413)
+            _log(request, response.status_code, started)
+            return response
+
+        async def sent():
+            try:
+                async for chunk in body:
+                    yield chunk
+            finally:
+                _log(request, response.status_code, started)
+
+        response.body_iterator = sent()
         return response
+
+
+def _log(request: Request, status: int, started: float) -> None:
+    """The request's one log line and its count in the metrics."""
+    route = _route(request)
+    METRICS.request(route, getattr(request.state, "model", None), status)
+    log.info(
+        json.dumps(
+            {
+                "request_id": request.state.request_id,
+                "method": request.method,
+                "route": route,
+                "path": request.url.path,
+                "status": status,
+                "tenant": getattr(getattr(request.state, "principal", None), "tenant", None),
+                "model": getattr(request.state, "model", None),
+                "audio_seconds": getattr(request.state, "audio_seconds", None),
+                "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+        )
+    )

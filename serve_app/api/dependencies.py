@@ -8,13 +8,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from serve_app.auth import Authenticator, KeyStore, Principal
-from serve_app.errors import Forbidden, JobNotFound
-from serve_app.jobs import JobService
-from serve_app.limits import RateLimiter
-from serve_app.schemas import ModelInfo
-from serve_app.service import TranscriptionService
-from serve_app.settings import Settings
+from serve_app.api.schemas import ModelInfo
+from serve_app.core.errors import Forbidden
+from serve_app.core.settings import Settings
+from serve_app.jobs.service import JobService
+from serve_app.tenancy.keys import Authenticator, KeyStore, Principal
+from serve_app.tenancy.limits import RateLimiter
+from serve_app.transcription.service import TranscriptionService
 
 
 @dataclass
@@ -33,8 +33,7 @@ class ServiceContext:
         self.auth = Authenticator(self.service.settings, self.keys)
 
     def key_store(self) -> KeyStore:
-        if self.keys is None:
-            raise JobNotFound("This instance keeps no keys (it has no database).")
+        self.service.job_service()  # no database: the one "unavailable" answer
         return self.keys
 
     @property
@@ -47,13 +46,11 @@ class ServiceContext:
 
     @property
     def jobs(self) -> JobService:
-        if self.service.jobs is None:
-            raise JobNotFound("This instance keeps no jobs.")
-        return self.service.jobs
+        return self.service.job_service()
 
     @property
     def batches(self):
-        from serve_app.batches import BatchService
+        from serve_app.jobs.batches import BatchService
 
         return BatchService(self.jobs, max_files=self.settings.max_batch_files)
 

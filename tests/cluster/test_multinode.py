@@ -30,7 +30,7 @@ import psutil
 import pytest
 import yaml
 
-from deployments.cli import free_port
+from deployments.local_cluster import free_port
 from testkit.speech import audio, transcripts, wer
 from tests.webhook_receiver import WebhookReceiver
 

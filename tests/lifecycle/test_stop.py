@@ -1,17 +1,19 @@
 """`stt serve` (what `make run` runs) as a person runs it: started, ready, stopped with SIGTERM
-while it works, started again. Nothing of it may outlive a stop: no process (HAProxy included,
-which Ray leaves running) and no listening port; its running job goes back to the queue at
-once and the next start finishes it.
+while it works, started again, stopped with Ctrl-C. Nothing of it may outlive a stop: no
+process (HAProxy included, which Ray leaves running, and the embedded PostgreSQL, which once
+stayed whenever an earlier run had been killed) and no listening port; its running job goes
+back to the queue at once and the next start finishes it.
 
-Its own service in a process of its own, on the machine's PostgreSQL (a database of its own);
-runs before the serve tests' shared application starts (tests/lifecycle sorts before
-tests/serve), so the two never load the box at once.
+Its own service in a process of its own, on the embedded PostgreSQL as `make run` uses it; the
+tier runs after tests/serve has stopped its application, so the two never load the box at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -25,6 +27,17 @@ from testkit.recordings import long_recording
 from testkit.speech import audio
 
 pytestmark = pytest.mark.serve
+
+
+def _postgres_of(instance: ServiceProcess) -> list[str]:
+    """The embedded PostgreSQL processes of this instance (by its data directory), if any run."""
+    pgdata = str(instance.env_data_dir / "pgdata")
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [line.strip() for line in out.splitlines() if pgdata in line]
+
+
+def _embedded_dsn(instance: ServiceProcess) -> str:
+    return f"postgresql://postgres@/postgres?host={instance.env_data_dir / 'pgdata'}"
 
 
 def _job_row(dsn: str, job_id: str) -> dict:
@@ -42,13 +55,15 @@ def _job_row(dsn: str, job_id: str) -> dict:
 
 
 @pytest.fixture
-def instance(tmp_path, keyed_dsn):
-    instance = ServiceProcess(tmp_path, keyed_dsn)
+def instance(tmp_path):
+    instance = ServiceProcess(tmp_path, None)  # the embedded PostgreSQL, as `make run` has it
     yield instance
     if instance.proc is not None and instance.proc.poll() is None:
         instance.proc.kill()
         instance.proc.wait()
     instance.kill_leftovers()
+    for line in _postgres_of(instance):  # by the pid of what runs on its own data directory
+        os.kill(int(line.split()[0]), signal.SIGKILL)
 
 
 def test_stop_while_working_then_start_again(instance, tmp_path):
@@ -63,7 +78,7 @@ def test_stop_while_working_then_start_again(instance, tmp_path):
         assert bound_addresses(instance.ports[name]) == {"127.0.0.1"}, name
 
     # A long recording as a job, running when the stop comes.
-    recording, _, seconds = long_recording(600)
+    recording, _, seconds = long_recording(240)  # several seconds of work: running at the stop
     job = httpx.post(
         instance.url + "/api/v1/transcriptions",
         files={"file": ("talk.mp3", recording)},
@@ -71,7 +86,7 @@ def test_stop_while_working_then_start_again(instance, tmp_path):
         timeout=60,
     ).json()
     deadline = time.monotonic() + 120
-    while _job_row(instance.env["STT_DATABASE_URL"], job["id"])["status"] != "PROCESSING":
+    while _job_row(_embedded_dsn(instance), job["id"])["status"] != "PROCESSING":
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.2)
 
@@ -99,13 +114,11 @@ def test_stop_while_working_then_start_again(instance, tmp_path):
 
     assert instance.proc.returncode == 0, instance.log.read_text()[-3000:]
     assert answers and answers[0] in (200, 503), answers
-    assert instance.leftovers() == []
-    assert instance.listening() == []
-    # The job went back to the queue at the stop (not left to its lease), its attempt not counted.
-    row = _job_row(instance.env["STT_DATABASE_URL"], job["id"])
-    assert row == {"status": "PENDING", "attempts": 0, "lease_owner": None}, row
+    assert instance.leftovers() == [] and instance.listening() == []
+    assert _postgres_of(instance) == []
 
-    # Started again at once on the same ports, it finishes the job.
+    # Started again at once on the same ports, it finishes the job. With one attempt: the stop
+    # handed it back to the queue uncounted (a job left to its lease would be claimed twice).
     instance.start()
     instance.wait_ready()
     deadline = time.monotonic() + 300
@@ -117,8 +130,9 @@ def test_stop_while_working_then_start_again(instance, tmp_path):
     assert view["status"] == "COMPLETED" and view["attempts"] == 1, view
     assert abs(view["duration"] - seconds) < 1
 
-    instance.stop()
-    assert instance.leftovers() == [] and instance.listening() == []
+    took = instance.stop(sig=signal.SIGINT)  # Ctrl-C at a terminal: the whole process group
+    print(f"stopped {took:.1f} s after Ctrl-C")
+    assert instance.leftovers() == [] and instance.listening() == [] and _postgres_of(instance) == []
 
 
 def test_serve_run_stops_on_ctrl_c_and_leaves_nothing(tmp_path, keyed_dsn):

@@ -1,4 +1,5 @@
-"""The real application on a real local Ray cluster, shared by every test in this folder.
+"""The real application on a real local Ray cluster, shared by every test in this folder and
+stopped after its last one (package scope: no idle cluster polling through the other tiers).
 
 Its jobs live in an embedded PostgreSQL this fixture owns (so a test may restart it) and its
 blobs on a real S3-protocol server (moto) on 127.0.0.1. Two Ingress replicas behind HAProxy;
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deployments.cli import free_port
+from deployments.local_cluster import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "serve-tests-webhook-secret"
@@ -38,7 +39,7 @@ class RunningService:
         import asyncio
         from concurrent.futures import ThreadPoolExecutor
 
-        from serve_app.jobstore import JobStore
+        from serve_app.jobs.store import JobStore
 
         async def go():
             store = JobStore(self.database_url, min_size=0, max_size=2)
@@ -52,14 +53,14 @@ class RunningService:
             return pool.submit(asyncio.run, go()).result()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def service(tmp_path_factory, s3_server):
     import ray
     from ray import serve
 
     from deployments.app import APP_NAME, build_app
-    from deployments.cli import local_cluster_env, stop_local_cluster
-    from serve_app.database import start_embedded
+    from deployments.local_cluster import local_cluster_env, stop_local_cluster
+    from serve_app.jobs.database import start_embedded
 
     postgres = start_embedded(tmp_path_factory.mktemp("serve-pgdata"))
     args = {
@@ -106,8 +107,8 @@ def service(tmp_path_factory, s3_server):
 
 
 async def _suite_key(store) -> str:
-    from serve_app.auth import KeyStore
-    from serve_app.limits import Limits
+    from serve_app.tenancy.keys import KeyStore
+    from serve_app.tenancy.limits import Limits
 
     keys = KeyStore(store)
     _, key = await keys.create("default", name="serve tests")

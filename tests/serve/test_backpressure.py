@@ -15,9 +15,9 @@ from ray import serve
 
 from deployments.ingress import RayBackend
 from serve_app.api import create_app
-from serve_app.errors import Overloaded
-from serve_app.service import TranscriptionService
-from serve_app.settings import Settings
+from serve_app.core.errors import Overloaded
+from serve_app.core.settings import Settings
+from serve_app.transcription.service import TranscriptionService
 from testkit.speech import audio
 
 
@@ -26,7 +26,7 @@ class SlowStage:
     """Stands in for the Preprocessor, whose streaming ``transcribe`` the RayBackend calls."""
 
     async def transcribe(self, source, target, options, prepare, speakers=None):
-        from serve_app.pipeline import Finished
+        from serve_app.transcription.pipeline import Finished
 
         await asyncio.sleep(2)
         yield Finished(0.0, "tiny.en", "en", None)  # an empty recording: the test looks at the refusals

@@ -22,7 +22,7 @@ FILES = ["harvard_01.wav", "harvard_02.wav", "harvard_03.wav"]
 
 def stt(service, *args, tty: bool = False, **kw) -> subprocess.CompletedProcess:
     env = os.environ | {"STT_API_KEY": service.key, "STT_URL": service.url, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "deployments.cli", *args]
+    command = [sys.executable, "-m", "cli", *args]
     if tty:  # under a pseudo-terminal, as a person at a terminal runs it
         command = ["script", "-qec", " ".join(f"'{a}'" for a in command), "/dev/null"]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, **kw)

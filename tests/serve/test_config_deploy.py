@@ -18,7 +18,7 @@ def test_the_embedded_database_of_a_config_deploy_outlives_the_build_and_stops_w
     import ray
 
     from deployments.database import ACTOR_NAME, NAMESPACE, deployment_database_url
-    from serve_app.settings import Settings
+    from serve_app.core.settings import Settings
 
     @ray.remote(num_cpus=0, max_calls=1)  # a process of its own that ends after the call, as a build task's
     def build(data_dir: str) -> str:

@@ -32,6 +32,23 @@ def test_health_models_languages(service):
         assert "de" in langs["models"]["base"] and langs["models"]["tiny.en"] == ["en"]
 
 
+def test_the_replica_watch_reads_the_running_application_through_its_adapter(service):
+    """What the Ingress's ReplicaWatch asks Ray, asked of this running application: every
+    deployment HEALTHY with a running replica. A Ray upgrade that changes the answer's shape
+    fails here (RayAnswerChanged) instead of making the watch report every model available."""
+    from deployments.app import APP_NAME
+    from deployments.replica_watch import ServeStatus
+
+    ray = ServeStatus(APP_NAME)
+    statuses, running = ray.overview(), ray.running()
+    served = {"Ingress", "Preprocessor", "Transcriber-tiny-en", "Transcriber-base", "JobWorker"}
+    assert served <= set(statuses) and served <= set(running)
+    assert all(running[name] >= 1 for name in served), running
+    assert {statuses[name] for name in served} <= {"HEALTHY", "UPSCALING", "DOWNSCALING"}, statuses
+    with service.client() as client:
+        assert "problems" not in client.get("/api/v1/health").json()
+
+
 def test_upload_returns_the_spoken_words(service):
     response = post(service, "harvard_03.wav")
     assert response.status_code == 200, response.text
@@ -48,7 +65,7 @@ def bare_faster_whisper_wer(catalog):
     """WER of plain faster-whisper (sequential, beam 5, its own VAD) on the same files."""
     from faster_whisper import WhisperModel
 
-    from serve_app.audio import decode
+    from serve_app.audio.decode import decode
 
     scores = {}
     for model in ("tiny.en", "base"):
@@ -130,7 +147,7 @@ def test_missing_file_and_huge_upload(service):
 
 
 def test_python_handle_transcribes_without_http(service):
-    from serve_app.errors import UnknownModel
+    from serve_app.core.errors import UnknownModel
 
     result = service.handle.transcribe.remote(audio("harvard_04.wav"), model="base", language="en").result()
     assert result.model == "base"
@@ -140,7 +157,7 @@ def test_python_handle_transcribes_without_http(service):
 
 
 def test_python_handle_calls_are_checked_like_http_and_recorded_as_jobs(service):
-    from serve_app.errors import InvalidParameter, unwrap
+    from serve_app.core.errors import InvalidParameter, unwrap
 
     with pytest.raises(InvalidParameter) as caught:
         service.handle.transcribe.remote(audio("harvard_04.wav"), beam_size=50).result()
@@ -160,7 +177,7 @@ def test_python_handle_calls_are_checked_like_http_and_recorded_as_jobs(service)
 
 
 def test_concurrent_requests_share_decode_batches(service):
-    first = service.handle.batch_stats.remote().result()["tiny.en"]
+    first = service.handle.decode_stats.remote().result()["tiny.en"]
     before = first["decode_calls"]
     names = SHORT * 2
     with ThreadPoolExecutor(len(names)) as pool:
@@ -169,7 +186,7 @@ def test_concurrent_requests_share_decode_batches(service):
         # (another request's words would be ~100% wrong; see test_jobs for the bound)
         assert wer(transcripts()[name], response.json()["text"]) < 40, (name, response.text)
     assert corpus_wer([(transcripts()[n], r.json()["text"]) for n, r in zip(names, responses)]) < 15
-    stats = service.handle.batch_stats.remote().result()["tiny.en"]
+    stats = service.handle.decode_stats.remote().result()["tiny.en"]
     calls = stats["decode_calls"] - before
     shared = stats["requests_per_call"][-calls:]
     assert calls < len(names) and max(shared) > 1, stats
@@ -180,4 +197,4 @@ def test_concurrent_requests_share_decode_batches(service):
 def test_transcribers_run_with_the_profiles_allocator(service):
     # The cpu profile preloads Ray's jemalloc into the Transcribers (deployments/app.py says
     # why); a path or runtime_env mistake would leave them on glibc's malloc, silently slower.
-    assert service.handle.batch_stats.remote().result()["tiny.en"]["allocator"] == "jemalloc"
+    assert service.handle.decode_stats.remote().result()["tiny.en"]["allocator"] == "jemalloc"

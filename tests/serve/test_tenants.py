@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from serve_app.auth import KeyStore
-from serve_app.limits import Limits, burst
+from serve_app.tenancy.keys import KeyStore
+from serve_app.tenancy.limits import Limits, burst
 from testkit.speech import audio
 
 REVOCATION_S = 5.0

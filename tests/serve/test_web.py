@@ -29,8 +29,8 @@ TENANT = f"web-{uuid.uuid4().hex[:8]}"
 
 @pytest.fixture(scope="module")
 def web_key(service):
-    from serve_app.auth import KeyStore
-    from serve_app.limits import Limits
+    from serve_app.tenancy.keys import KeyStore
+    from serve_app.tenancy.limits import Limits
 
     async def make(store):
         keys = KeyStore(store)

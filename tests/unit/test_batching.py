@@ -1,4 +1,4 @@
-"""How the Transcriber forms its cross-request batches (``serve_app.batching.PullBatcher``).
+"""How the Transcriber forms its cross-request batches (``serve_app.asr.decode_batcher.DecodeBatcher``).
 
 Plain asyncio, no model: ``run`` is a function that records the batches it gets (and can be
 held, like a decode in progress). The model side of batching (requests sharing decode calls,
@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from serve_app.batching import PullBatcher, _Pending
+from serve_app.asr.decode_batcher import DecodeBatcher, _Pending
 
 
 class Recorder:
@@ -38,8 +38,8 @@ async def until(event: threading.Event) -> None:
     await asyncio.to_thread(event.wait, 10)
 
 
-def batcher(run, *, workers=1, max_size=4.0, wait_s=0.05, size=lambda item: 1.0, coming=None) -> PullBatcher:
-    return PullBatcher(run, size=size, workers=workers, max_size=max_size, wait_s=wait_s, coming=coming)
+def batcher(run, *, workers=1, max_size=4.0, wait_s=0.05, size=lambda item: 1.0, coming=None) -> DecodeBatcher:
+    return DecodeBatcher(run, size=size, workers=workers, max_size=max_size, wait_s=wait_s, coming=coming)
 
 
 @contextlib.contextmanager
@@ -56,7 +56,7 @@ def queued(sizes: list[float], workers=2, max_size=4.0):
         loop.close()
 
 
-async def busy(first_item=1, **options) -> tuple[Recorder, PullBatcher, asyncio.Future]:
+async def busy(first_item=1, **options) -> tuple[Recorder, DecodeBatcher, asyncio.Future]:
     """A batcher whose first worker is held inside a batch of ``[first_item]``."""
     run = Recorder()
     b = batcher(run, **options)

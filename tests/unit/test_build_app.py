@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+# Building the app only hands this URL on to the replicas; nothing connects to it here.
+UNUSED_DATABASE = "postgresql://nobody@127.0.0.1:1/none"
 
 
 def build_from_config(config: dict):
@@ -31,8 +33,8 @@ def build_from_config(config: dict):
 
 
 @pytest.fixture
-def config(monkeypatch, pg_dsn):
-    monkeypatch.setenv("STT_DATABASE_URL", pg_dsn)  # no embedded PostgreSQL in this process
+def config(monkeypatch):
+    monkeypatch.setenv("STT_DATABASE_URL", UNUSED_DATABASE)  # no embedded PostgreSQL in this process
     return yaml.safe_load((REPO / "serve_config.yaml").read_text())
 
 
@@ -54,7 +56,7 @@ def test_a_mistyped_arg_in_the_config_stops_the_build(config):
 
 def test_config_deploys_get_the_same_latency_buckets_as_local_clusters(config):
     """Serve's latency histograms reach hours wherever the app runs (its default stops at 10 min)."""
-    from deployments.cli import LATENCY_BUCKETS_MS
+    from deployments.local_cluster import LATENCY_BUCKETS_MS
 
     env = config["applications"][0]["runtime_env"]["env_vars"]
     assert env["RAY_SERVE_REQUEST_LATENCY_BUCKETS_MS"] == LATENCY_BUCKETS_MS

@@ -7,8 +7,8 @@ import io
 import srt
 import webvtt
 
-from serve_app.formats import timestamp, to_srt, to_text, to_tsv, to_vtt
-from serve_app.transcript import Segment
+from serve_app.core.formats import timestamp, to_srt, to_text, to_tsv, to_vtt
+from serve_app.core.transcript import Segment
 
 SEGMENTS = [
     Segment(0, 0.0, 2.5, " Hello there.", -0.1),

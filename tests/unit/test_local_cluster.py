@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from deployments.cli import local_cluster_env, stop_haproxy
+from deployments.local_cluster import local_cluster_env, stop_haproxy
 
 
 def test_each_instance_gets_its_own_haproxy_files_and_the_real_binary(monkeypatch):

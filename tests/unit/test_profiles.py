@@ -9,7 +9,7 @@ import pytest
 from deployments.app import build_settings
 from deployments.profiles import ProfileError, load_profile
 from deployments.transcriber import allocator_env, transcriber_deployment, with_env
-from serve_app.settings import Settings
+from serve_app.core.settings import Settings
 
 
 def test_the_cpu_profile_preloads_the_jemalloc_that_ships_with_ray():
@@ -71,28 +71,3 @@ def test_transcriber_options_come_from_the_profile_with_settings_overriding_it()
     assert "LD_PRELOAD" in deployment.ray_actor_options["runtime_env"]["env_vars"]
     with pytest.raises(ValueError, match="max_batch_size"):
         transcriber_deployment("tiny.en", profile, Settings(max_batch_size=0))
-
-
-def test_the_cpu_profile_runs_throughput_work_as_sched_idle_threads_and_their_children_follow():
-    """Decode, VAD and speaker embeddings give way to the API and clients at once (SCHED_IDLE);
-    the threads a deployment starts later (CTranslate2's, the decode pool's) inherit it. Run in
-    a child process: this one keeps its priority."""
-    import subprocess
-    import sys
-
-    profile = load_profile("cpu")
-    assert profile.transcriber.idle and profile.preprocessor.idle and profile.diarizer.idle
-    assert not load_profile("gpu").transcriber.idle  # a GPU decode leaves the cores to the rest
-    code = (
-        "import os, threading\n"
-        "from deployments.priority import lower_priority\n"
-        "lower_priority(19, True)\n"
-        "seen = []\n"
-        "t = threading.Thread(target=lambda: seen.append((os.sched_getscheduler(0),"
-        " os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))))\n"
-        "t.start(); t.join()\n"
-        "print(seen[0] == (os.SCHED_IDLE, 19))\n"
-    )
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "True", out.stderr

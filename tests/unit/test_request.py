@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.errors import InvalidAudio, InvalidParameter, PayloadTooLarge, UnsupportedLanguage
-from serve_app.request import Resolved, TranscriptionRequest
-from serve_app.uploads import AudioUpload, clean_filename
+from serve_app.audio.uploads import AudioUpload, clean_filename
+from serve_app.core.errors import InvalidAudio, InvalidParameter, PayloadTooLarge, UnsupportedLanguage
+from serve_app.transcription.request import Resolved, TranscriptionRequest
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_resolve_checks_against_the_model(catalog):
         TranscriptionRequest(task="translate").resolve(tiny, default_beam_size=5)
     assert caught.value.code == "unsupported_task" and caught.value.status_code == 400
     resolved = TranscriptionRequest(beam_size=2, vad=False).resolve(base, default_beam_size=5)
-    assert Resolved.of_job("base", resolved.job_options()) == resolved  # what a job row keeps
+    assert Resolved.of_job("base", resolved.job_spec().options) == resolved  # what a job row keeps
 
 
 async def test_the_upload_reader_checks_size_and_emptiness_once_for_every_source():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.webhooks import WebhookRefused, check_webhook_url
+from serve_app.jobs.webhooks import WebhookRefused, check_webhook_url
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ async def test_public_addresses_and_allowed_internal_receivers_pass():
 def test_a_delivery_connects_to_the_address_it_checked():
     """The checked address is the one connected to (DNS cannot change between check and
     connect); the receiver still sees its own host name."""
-    from serve_app.webhooks import pinned
+    from serve_app.jobs.webhooks import pinned
 
     assert pinned("https://hooks.example.com:8443/a?b=1", "93.184.216.34") == (
         "https://93.184.216.34:8443/a?b=1",
@@ -58,35 +58,3 @@ def test_a_delivery_connects_to_the_address_it_checked():
     )
     assert pinned("http://v6.example.com/h", "2606:2800:220:1::1")[0] == "http://[2606:2800:220:1::1]/h"
     assert pinned("http://allowed-by-name/h", None) == ("http://allowed-by-name/h", {}, {})
-
-
-async def test_delivery_to_a_receiver_by_name_goes_to_the_checked_address():
-    import types
-    import uuid
-
-    from serve_app.webhooks import WebhookSender, tenant_secret, verify
-    from tests.webhook_receiver import WebhookReceiver
-
-    receiver = WebhookReceiver()
-    port = receiver.server.server_address[1]
-    recorded = []
-
-    class Store:  # records attempts; this test needs no database
-        async def record_delivery(self, *args):
-            recorded.append(args)
-
-    job = types.SimpleNamespace(
-        id=uuid.uuid4(), user_id="acme", webhook_url=f"http://localhost:{port}/hook", request_id="pin-1"
-    )
-    sender = WebhookSender("pinning-test-master-secret", max_attempts=1, allow=["127.0.0.0/8"])
-    try:
-        assert await check_webhook_url(job.webhook_url, ["127.0.0.0/8"]) == "127.0.0.1"
-        assert await sender.deliver(Store(), job, "job.completed", {"id": str(job.id)})
-    finally:
-        receiver.close()
-    [delivery] = receiver.deliveries
-    assert delivery["headers"]["Host"] == f"localhost:{port}" and delivery["headers"]["X-Request-ID"] == "pin-1"
-    assert verify(
-        tenant_secret("pinning-test-master-secret", "acme"), delivery["body"], delivery["headers"]["X-STT-Signature"]
-    )
-    assert recorded[0][-1] is True

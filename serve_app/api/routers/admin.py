@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.api.dependencies import AdminCaller, Context
-from serve_app.auth import check_tenant
-from serve_app.errors import JobNotFound
-from serve_app.limits import Limits
-from serve_app.schemas import ErrorResponse
+from serve_app.api.schemas import ErrorResponse
+from serve_app.core.errors import JobNotFound
+from serve_app.tenancy.keys import check_tenant
+from serve_app.tenancy.limits import Limits
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422, 429, 503)}

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from serve_app.api.dependencies import Caller, Context, TranscribingCaller
-from serve_app.api.routers.transcriptions import _ERRORS, Options, Tenant, accepted, attachment
-from serve_app.errors import InvalidParameter
+from serve_app.api.routers.transcriptions import _ERRORS, DownloadFormat, Options, Tenant, accepted, attachment
+from serve_app.core.errors import InvalidParameter
+from serve_app.core.formats import BY_EXTENSION
 
 router = APIRouter(prefix="/api/v1", tags=["batches"])
-
-ZipFormat = Literal["txt", "text", "srt", "vtt", "tsv", "json"]
 
 
 @router.post("/batches", responses=_ERRORS, status_code=202)
@@ -36,10 +35,10 @@ async def create_batch(
         raise InvalidParameter("Send files or keys, not both.", param="keys")
     extra = {"webhook_url": webhook_url or None, "request_id": request.state.request_id}
     if keys:
-        batch = await ctx.batches.submit_keys(caller.tenant, keys, resolved, **extra)
+        batch = await ctx.batches.submit_keys(caller.tenant, keys, resolved.job_spec(), **extra)
     else:
         uploads = [service.upload(f) for f in files or []]
-        batch = await ctx.batches.submit_uploads(caller.tenant, uploads, resolved, **extra)
+        batch = await ctx.batches.submit_uploads(caller.tenant, uploads, resolved.job_spec(), **extra)
     location = f"/api/v1/batches/{batch['id']}"
     body = batch | {"status": "PENDING", "links": {"self": location, "download": f"{location}/download"}}
     return JSONResponse(body, 202, headers={"Location": location})
@@ -55,12 +54,11 @@ async def get_batch(ctx: Context, caller: Caller, batch_id: str, tenant: Tenant 
 
 @router.get("/batches/{batch_id}/download", responses=_ERRORS)
 async def download_batch(
-    ctx: Context, caller: Caller, batch_id: str, format: Annotated[ZipFormat, Query()] = "txt"
+    ctx: Context, caller: Caller, batch_id: str, format: Annotated[DownloadFormat, Query()] = "txt"
 ) -> Response:
     """A zip of every finished transcript in ``format`` (failed files listed in ERRORS.txt)."""
     _, jobs = await ctx.batches.get(batch_id, None if caller.is_admin else caller.tenant)
-    fmt = "text" if format == "txt" else format
-    body = await ctx.batches.zip(jobs, fmt)
+    body = await ctx.batches.zip(jobs, BY_EXTENSION.get(format, format))
     return Response(
         body, media_type="application/zip", headers={"Content-Disposition": attachment(f"batch-{batch_id}.zip")}
     )

@@ -13,8 +13,9 @@ from fastapi.responses import StreamingResponse
 
 from serve_app.api.dependencies import Caller, Context, ServiceContext
 from serve_app.api.routers.transcriptions import _ERRORS, _find
-from serve_app.jobstore import DatabaseUnavailable, Job
-from serve_app.progress import read_parts
+from serve_app.core.errors import DatabaseUnavailable
+from serve_app.jobs.store import Job
+from serve_app.transcription.progress import read_parts
 
 router = APIRouter(prefix="/api/v1", tags=["transcriptions"])
 

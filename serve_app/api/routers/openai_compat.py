@@ -21,12 +21,12 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from serve_app.api.dependencies import Caller, Context, ServiceContext, TranscribingCaller
-from serve_app.auth import Principal
-from serve_app.errors import InvalidParameter, ServiceError
-from serve_app.formats import MEDIA_TYPES, RENDERERS
-from serve_app.request import TranscriptionRequest
-from serve_app.schemas import TranscriptionResult
-from serve_app.transcript import Transcript
+from serve_app.core.errors import InvalidParameter, ServiceError
+from serve_app.core.formats import MEDIA_TYPES, RENDERERS
+from serve_app.core.results import TranscriptionResult
+from serve_app.core.transcript import Transcript
+from serve_app.tenancy.keys import Principal
+from serve_app.transcription.request import TranscriptionRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -39,13 +39,17 @@ GRANULARITIES = ("segment", "word")
 ALIAS = "whisper-1"
 
 
+def openai_error_body(status: int, message: str, code: str | None, param: str | None = None) -> dict:
+    """OpenAI's error shape; its ``type`` from the status, as OpenAI's API sets it."""
+    kind = {401: "authentication_error", 403: "permission_error", 429: "requests"}.get(status)
+    kind = kind or ("server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
 def openai_error(
     status: int, message: str, code: str | None, param: str | None = None, headers: dict | None = None
 ) -> JSONResponse:
-    kind = {401: "authentication_error", 403: "permission_error", 429: "requests"}.get(status)
-    kind = kind or ("server_error" if status >= 500 else "invalid_request_error")
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status, headers=headers)
+    return JSONResponse(openai_error_body(status, message, code, param), status, headers=headers)
 
 
 def language_name(code: str) -> str:
@@ -142,7 +146,8 @@ async def _known_speakers(request: Request) -> tuple[tuple[str, bytes], ...]:
 
 
 def _reference_seconds(data: bytes, name: str) -> float:
-    from serve_app.audio import SAMPLE_RATE, decode
+    from serve_app.audio.decode import decode
+    from serve_app.audio.pieces import SAMPLE_RATE
 
     try:
         return len(decode(data, max_seconds=REFERENCE_SECONDS[1] + 5)) / SAMPLE_RATE
@@ -230,21 +235,24 @@ def _sse(event: dict) -> bytes:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
 
-async def _stream(first: Transcript, rest: AsyncIterator[Transcript]) -> AsyncIterator[bytes]:
+async def _stream(
+    request: Request, first: Transcript, rest: AsyncIterator[Transcript | TranscriptionResult]
+) -> AsyncIterator[bytes]:
     """``transcript.text.delta`` per decoded segment, then ``transcript.text.done``."""
     deltas: list[str] = []
     try:
-        part: Transcript | None = first
-        while part is not None:
-            for segment in part.segments:
-                deltas.append((" " if deltas else "") + segment.text)
-                yield _sse({"type": "transcript.text.delta", "delta": deltas[-1]})
-            part = await anext(rest, None)
+        item: Transcript | TranscriptionResult | None = first
+        while item is not None:
+            if isinstance(item, TranscriptionResult):  # the end: the whole recording is known
+                request.state.audio_seconds = round(item.duration, 2)
+            else:
+                for segment in item.segments:
+                    deltas.append((" " if deltas else "") + segment.text)
+                    yield _sse({"type": "transcript.text.delta", "delta": deltas[-1]})
+            item = await anext(rest, None)
         yield _sse({"type": "transcript.text.done", "text": "".join(deltas)})
     except ServiceError as exc:  # the status line is sent: report it as the SDK reads errors
-        yield _sse(
-            {"error": {"message": exc.message, "type": "invalid_request_error", "param": exc.param, "code": exc.code}}
-        )
+        yield _sse(openai_error_body(exc.status_code, exc.message, exc.code, exc.param))
     finally:
         await rest.aclose()
 
@@ -295,8 +303,7 @@ async def _audio(
     parts = service.stream(resolved, upload, caller=caller, request_id=request_id)
     # Wait for the first part before answering, so bad audio still gets a 4xx status.
     first = await anext(parts)
-    request.state.audio_seconds = round(first.duration, 2)
-    return StreamingResponse(_stream(first, parts), media_type="text/event-stream")
+    return StreamingResponse(_stream(request, first, parts), media_type="text/event-stream")
 
 
 @router.post("/audio/transcriptions")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from serve_app.api.dependencies import Context
-from serve_app.errors import NotReady
-from serve_app.schemas import ModelInfo
+from serve_app.api.schemas import ModelInfo
+from serve_app.core.errors import NotReady
 
 router = APIRouter(prefix="/api/v1", tags=["service"])
 
@@ -22,7 +22,10 @@ async def health(ctx: Context) -> dict:
     missing = sorted(ctx.service.backend.unavailable())
     if missing:
         body["unavailable_models"] = missing
-    if missing or body.get("database") == "unavailable":
+    problems = ctx.service.backend.problems()
+    if problems:
+        body["problems"] = problems
+    if missing or problems or body.get("database") == "unavailable":
         body["status"] = "degraded"
     return body
 

@@ -12,19 +12,21 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, Up
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from serve_app.api.dependencies import Caller, Context, ServiceContext, TranscribingCaller
-from serve_app.auth import Principal
-from serve_app.blobs import BlobNotFound
-from serve_app.errors import InvalidParameter, JobNotFinished, JobNotFound
-from serve_app.formats import MEDIA_TYPES, RENDERERS
-from serve_app.jobstore import STATUSES
-from serve_app.request import TranscriptionRequest
-from serve_app.schemas import ErrorResponse, JobAccepted, JobPage, JobView, TranscriptionResult
-from serve_app.webhooks import check_webhook_url, tenant_secret
+from serve_app.api.schemas import ErrorResponse, JobAccepted, JobPage, JobView
+from serve_app.core.bounds import STATUSES
+from serve_app.core.errors import InvalidParameter, JobNotFinished, JobNotFound
+from serve_app.core.formats import BY_EXTENSION, EXTENSIONS, FORMATS, MEDIA_TYPES, RENDERERS, Format
+from serve_app.core.results import TranscriptionResult
+from serve_app.jobs.blobs import BlobNotFound
+from serve_app.jobs.webhooks import check_webhook_url, tenant_secret
+from serve_app.tenancy.keys import Principal
+from serve_app.transcription.request import TranscriptionRequest
 
 router = APIRouter(prefix="/api/v1", tags=["transcriptions"])
 
-ResponseFormat = Literal["json", "text", "srt", "vtt", "tsv"]
-DownloadFormat = Literal["json", "txt", "text", "srt", "vtt", "tsv"]
+ResponseFormat = Format
+# A download names its format, or the file extension it wants (txt).
+DownloadFormat = Literal[tuple(sorted(set(FORMATS) | set(EXTENSIONS.values())))]  # type: ignore[valid-type]
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)}
 Tenant = Annotated[
     str | None, Query(max_length=64, description="Admin keys: the tenant to read (default: the key's own).")
@@ -75,7 +77,8 @@ Options = Annotated[TranscriptionRequest, Depends(transcription_options)]
 
 
 def render(result: TranscriptionResult, fmt: str) -> Response:
-    fmt = "text" if fmt == "txt" else fmt
+    """The result in a format, named by itself or by its file extension (txt)."""
+    fmt = BY_EXTENSION.get(fmt, fmt)
     if fmt == "json":
         return JSONResponse(result.model_dump(mode="json"))
     return PlainTextResponse(RENDERERS[fmt](result.segments), media_type=MEDIA_TYPES[fmt])
@@ -201,7 +204,7 @@ async def download_transcription(
     if result is None:
         raise JobNotFinished(f"Job {job_id} is {job.status}; download it once it is COMPLETED.")
     response = render(result, format)
-    ext = {"text": "txt"}.get(format, format)
+    ext = EXTENSIONS[BY_EXTENSION.get(format, format)]
     stem = job.original_filename.rsplit(".", 1)[0] or "transcript"
     response.headers["Content-Disposition"] = attachment(f"{stem}.{ext}")
     return response

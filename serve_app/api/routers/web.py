@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from serve_app.errors import ServiceError
+from serve_app.core.errors import ServiceError
 
 router = APIRouter(include_in_schema=False)
 

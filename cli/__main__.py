@@ -1,0 +1,5 @@
+"""`python -m cli` is `stt`."""
+
+from cli.main import main
+
+main()
