@@ -14,6 +14,7 @@ import numpy as np
 
 from serve_app.audio.decode import decode
 from serve_app.audio.pieces import SAMPLE_RATE
+from testkit.cache import kept
 from testkit.speech import audio, transcripts
 
 SENTENCES = [f"harvard_0{n}.wav" for n in range(1, 9)] + ["harvard_long.flac"]
@@ -22,7 +23,13 @@ PAUSE_SECONDS = 0.7
 
 def long_recording(seconds: float, fmt: str = "mp3") -> tuple[bytes, str, float]:
     """About ``seconds`` of speech as one ``fmt`` file (mp3, opus, flac): bytes, reference
-    text, exact duration."""
+    text, exact duration. Made once and kept between runs (testkit/cache.py)."""
+    recipe = {"seconds": seconds, "fmt": fmt, "sentences": SENTENCES, "pause": PAUSE_SECONDS, "v": 1}
+    data, facts = kept("long", recipe, lambda: _long_recording(seconds, fmt))
+    return data, facts["text"], facts["seconds"]
+
+
+def _long_recording(seconds: float, fmt: str) -> tuple[bytes, dict]:
     texts = transcripts()
     clips = [(decode(audio(name)), texts[name]) for name in SENTENCES]
     pause = np.zeros(int(PAUSE_SECONDS * SAMPLE_RATE), np.float32)
@@ -35,7 +42,7 @@ def long_recording(seconds: float, fmt: str = "mp3") -> tuple[bytes, str, float]
             if total >= seconds * SAMPLE_RATE:
                 break
     pcm = np.concatenate(pieces)
-    return encode(pcm, fmt), " ".join(words), pcm.size / SAMPLE_RATE
+    return encode(pcm, fmt), {"text": " ".join(words), "seconds": pcm.size / SAMPLE_RATE}
 
 
 def encode(pcm: np.ndarray, fmt: str) -> bytes:

@@ -99,10 +99,14 @@ def s3_server():
     server.stop()
 
 
-@pytest.fixture(params=["file", "s3"])
+BOTH_BLOB_STORES = pytest.mark.parametrize("blob_settings", ["file", "s3"], indirect=True)
+
+
+@pytest.fixture
 def blob_settings(request, tmp_path):
-    """Settings overrides for each BlobStore backend: the local default, and S3 via s3fs."""
-    if request.param == "file":
+    """Settings overrides for a BlobStore: the local one (file://, the default), or S3 via s3fs
+    for the tests where the store is what is tested (``@BOTH_BLOB_STORES``)."""
+    if getattr(request, "param", "file") == "file":
         return {"blob_url": f"file://{tmp_path / 'blobs'}"}
     s3 = request.getfixturevalue("s3_server")
     return {

@@ -13,6 +13,7 @@ import srt
 
 from serve_app.audio.decode import decode
 from testkit.speech import audio, transcripts, wer
+from tests.conftest import BOTH_BLOB_STORES
 from tests.webhook_receiver import WebhookReceiver
 
 FILES = [f"harvard_0{n}.wav" for n in range(1, 9)] + ["harvard_long.flac"]
@@ -70,6 +71,7 @@ async def test_a_batch_of_uploads_completes_longest_first_zips_and_announces_its
     assert (await client.get(f"/api/v1/transcriptions/{by_name['harvard_01.wav']['id']}")).status_code == 404
 
 
+@BOTH_BLOB_STORES
 async def test_a_batch_of_stored_objects_and_its_refusals(service):
     client, store, blobs, *_ = service
     for name in FILES[:3]:

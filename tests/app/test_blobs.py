@@ -8,6 +8,7 @@ import pytest
 
 from serve_app.core.settings import Settings
 from serve_app.jobs.blobs import BlobNotFound, BlobStore
+from tests.conftest import BOTH_BLOB_STORES
 
 
 async def blocks(n: int, size: int = 1 << 20):
@@ -15,6 +16,7 @@ async def blocks(n: int, size: int = 1 << 20):
         yield bytes([i % 251]) * size
 
 
+@BOTH_BLOB_STORES
 async def test_put_get_delete(blob_settings):
     store = BlobStore.from_settings(Settings(**blob_settings))
     await store.put_bytes("audio/x/a.wav", b"RIFF-data")
@@ -26,6 +28,7 @@ async def test_put_get_delete(blob_settings):
         await store.get_bytes("audio/x/a.wav")
 
 
+@BOTH_BLOB_STORES
 async def test_large_upload_is_streamed_in_parts(blob_settings):
     store = BlobStore.from_settings(Settings(**blob_settings))
     size = await store.put_stream("audio/big/file.bin", blocks(20))  # 20 MiB: 3 S3 parts
@@ -34,6 +37,7 @@ async def test_large_upload_is_streamed_in_parts(blob_settings):
     assert len(data) == size and data[-1] == 19 and data[0] == 0
 
 
+@BOTH_BLOB_STORES
 async def test_failed_upload_leaves_nothing(blob_settings):
     store = BlobStore.from_settings(Settings(**blob_settings))
 

@@ -23,13 +23,14 @@ from serve_app.transcription.assembly import Assembly
 from serve_app.transcription.request import TranscriptionRequest
 from serve_app.transcription.service import TranscriptionService
 from testkit import conversations
+from testkit.cache import folder
 
 conversations.require_espeak()
 
 
 @pytest.fixture(scope="module")
-def talks(tmp_path_factory):
-    return conversations.test_set(tmp_path_factory.mktemp("conversations"))
+def talks():
+    return conversations.test_set(folder())
 
 
 @pytest.fixture(scope="module")

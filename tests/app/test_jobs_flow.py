@@ -21,6 +21,7 @@ from serve_app.tenancy.keys import Principal
 from serve_app.transcription.request import TranscriptionRequest
 from testkit.speech import audio, transcripts, wer
 from tests.app.conftest import SECRET
+from tests.conftest import BOTH_BLOB_STORES
 from tests.job_rows import new_job
 from tests.webhook_receiver import WebhookReceiver
 
@@ -43,6 +44,7 @@ async def wait_done(client, job_id, timeout=120):
     raise AssertionError(f"job {job_id} did not finish: {body}")
 
 
+@BOTH_BLOB_STORES
 async def test_async_job_completes_and_downloads(service):
     client, store, blobs, *_ = service
     job_id = await submit(client, "harvard_long.flac")

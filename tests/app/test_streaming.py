@@ -23,12 +23,12 @@ from tests.app.test_jobs_flow import wait_done
 
 
 @pytest.fixture(scope="module")
-def ten_minutes():
-    return long_recording(600, "mp3")
+def five_minutes():
+    return long_recording(300, "mp3")  # ten pieces of speech
 
 
-def test_pieces_of_a_stream_match_the_whole_file_chunks_and_memory_stays_bounded(ten_minutes):
-    data, _, seconds = ten_minutes
+def test_pieces_of_a_stream_match_the_whole_file_chunks_and_memory_stays_bounded(five_minutes):
+    data, _, seconds = five_minutes
     pre = AudioPreprocessor()
     samples = decode(data)
     whole = merge_regions(pre.vad.speech(samples))
@@ -87,7 +87,7 @@ async def read_events(client, job_id, *, until=("completed", "failed"), timeout=
     return events
 
 
-async def test_a_long_async_job_reports_progress_and_partial_texts_as_it_goes(service, monkeypatch, ten_minutes):
+async def test_a_long_async_job_reports_progress_and_partial_texts_as_it_goes(service, monkeypatch, five_minutes):
     import serve_app.api.routers.events
     import serve_app.transcription.progress
 
@@ -95,7 +95,7 @@ async def test_a_long_async_job_reports_progress_and_partial_texts_as_it_goes(se
     monkeypatch.setattr(serve_app.transcription.progress, "FLUSH_SECONDS", 0.2)
     monkeypatch.setattr(serve_app.api.routers.events, "POLL_SECONDS", 0.1)
     client, store, *_ = service
-    data, reference, seconds = ten_minutes
+    data, reference, seconds = five_minutes
     response = await client.post("/api/v1/transcriptions", files={"file": ("talk.mp3", data)}, data={"sync": "false"})
     assert response.status_code == 202
     job_id = response.json()["id"]

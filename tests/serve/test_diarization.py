@@ -8,15 +8,15 @@ import openai
 import pytest
 
 from testkit import conversations
+from testkit.cache import folder
 from tests.serve.test_jobs import wait_all
 
 conversations.require_espeak()
 
 
 @pytest.fixture(scope="module")
-def talk(tmp_path_factory):
-    out = tmp_path_factory.mktemp("talk")
-    return conversations.build("serve", ["piper", "espeak_f1"], turns=10, seed=7, out=out)
+def talk():
+    return conversations.build("serve", ["piper", "espeak_f1"], turns=10, seed=7, out=folder())
 
 
 def test_openai_sdk_diarized_json(service, talk):

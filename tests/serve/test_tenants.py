@@ -41,7 +41,9 @@ def replicas_seen(service, key: str, want: int = 2, path: str = "/api/v1/stats")
 
 
 def test_two_ingress_replicas_share_one_rate_limit(service):
-    per_minute = 60
+    """Over a window of W seconds a limit of N a minute lets through W * N / 60 requests and its
+    burst, whichever replica each lands on (GCRA in PostgreSQL, shared by both)."""
+    per_minute, window = 600, 10.0
     key = new_key(service, f"rl-{uuid.uuid4().hex[:8]}", Limits(requests_per_minute=per_minute))
     assert len(replicas_seen(service, service.key)) == 2, "the suite runs two Ingress replicas"
     results: list[tuple[float, int, str]] = []
@@ -49,23 +51,27 @@ def test_two_ingress_replicas_share_one_rate_limit(service):
 
     def hammer():
         with service.client(key) as client:
-            while time.monotonic() - started < 60:
+            while time.monotonic() - started < window:
                 response = client.get("/api/v1/stats")
                 results.append((time.monotonic() - started, response.status_code, response.headers["x-stt-replica"]))
                 if response.status_code == 429:
                     assert int(response.headers["Retry-After"]) >= 1 and "RateLimit-Policy" in response.headers
-                time.sleep(0.05)
 
     with ThreadPoolExecutor(4) as pool:
         for future in [pool.submit(hammer) for _ in range(4)]:
             future.result()
+    elapsed = max(r[0] for r in results)
     allowed = [r for r in results if r[1] == 200]
     refused = [r for r in results if r[1] == 429]
     assert {r[1] for r in results} == {200, 429}
     assert len({r[2] for r in allowed}) == 2, "both replicas let requests through"
-    print(f"\nrate limit {per_minute}/min over 2 replicas: {len(allowed)} let through, {len(refused)} refused in 60 s")
-    assert abs(len(allowed) - per_minute) <= 0.1 * per_minute
-    assert len(allowed) <= per_minute + burst(per_minute)
+    expected = elapsed * per_minute / 60 + burst(per_minute)
+    print(
+        f"\nrate limit {per_minute}/min over 2 replicas: {len(allowed)} let through, {len(refused)} refused "
+        f"in {elapsed:.1f} s (at most {expected:.0f})"
+    )
+    assert len(allowed) <= expected + 1  # the one in flight at the window's edge
+    assert len(allowed) >= 0.9 * expected  # and the limit is reached: no replica starves the other
 
 
 def test_the_openai_sdk_backs_off_and_succeeds(service):
