@@ -20,8 +20,9 @@ models: env
 run: env
 	@venv=$$(scripts/ensure-env.sh) && exec $$venv/bin/python -m cli serve
 
+# Every tier, in two streams at once (scripts/test-tiers.sh says which and why).
 test: env
-	@venv=$$(scripts/ensure-env.sh) && $$venv/bin/python -m pytest $(PYTEST_ARGS)
+	@venv=$$(scripts/ensure-env.sh) && scripts/test-tiers.sh $$venv/bin/python $(PYTEST_ARGS)
 
 # The pure tier (tests/unit): no database, model, network or subprocess. Its database settings
 # point at a closed port, so a test that reaches for PostgreSQL fails instead of passing here.

@@ -10,10 +10,10 @@ from ray.serve import Application
 
 from deployments.diarizer import diarizer_deployment
 from deployments.ingress import ingress_deployment
+from deployments.job_worker import worker_deployment
 from deployments.preprocessor import preprocessor_deployment
 from deployments.profiles import load_profile
 from deployments.transcriber import transcriber_deployment
-from deployments.worker import worker_deployment
 from serve_app.asr.catalog import ModelCatalog
 from serve_app.core.settings import Settings
 
@@ -31,7 +31,7 @@ def build_settings(args: dict | None) -> Settings:
 
 def build_app(args: dict | None = None) -> Application:
     """The application: ``args`` override STT_* settings (serve_config.yaml's ``args``)."""
-    from deployments.database import deployment_database_url
+    from deployments.embedded_database import deployment_database_url
 
     settings = build_settings(args)
     profile = load_profile(settings.profile)  # a bad profile stops the deploy here
@@ -39,7 +39,7 @@ def build_app(args: dict | None = None) -> Application:
     for name in settings.models:
         catalog.get(name)  # so does an unknown model, with the known names
     # With no database configured, an embedded PostgreSQL starts, owned by something that
-    # outlives the build (deployments/database.py), and every replica gets its URL.
+    # outlives the build (deployments/embedded_database.py), and every replica gets its URL.
     settings = settings.model_copy(update={"database_url": deployment_database_url(settings)})
 
     transcribers = {name: transcriber_deployment(name, profile.transcriber, settings) for name in settings.models}

@@ -15,8 +15,8 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from deployments.handles import client_error
-from deployments.metrics import install_ray_metrics
 from deployments.profiles import IngressProfile
+from deployments.ray_metrics import install_ray_metrics
 from deployments.replica_watch import ReplicaWatch, ServeStatus
 from serve_app.audio.preprocess import PrepareOptions
 from serve_app.core.results import TranscriptionResult

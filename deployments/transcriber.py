@@ -9,9 +9,9 @@ from pathlib import Path
 from ray import serve
 from ray.serve import Application
 
-from deployments.metrics import install_ray_metrics
 from deployments.priority import lower_priority
 from deployments.profiles import TranscriberProfile
+from deployments.ray_metrics import install_ray_metrics
 from serve_app.asr.runner import DecodeLimits
 from serve_app.audio.pieces import PreparedAudio
 from serve_app.core.settings import Settings

@@ -1,7 +1,7 @@
 """The service's Prometheus metrics: what is counted, where, and with which labels. No Ray here.
 
 The instruments come from a factory that each deployment installs at start
-(``deployments/metrics.py``: Ray Serve's ``ray.serve.metrics``, exported by every node's
+(``deployments/ray_metrics.py``: Ray Serve's ``ray.serve.metrics``, exported by every node's
 metrics agent on its metrics port with a ``ray_`` prefix, beside Ray's own ``ray_serve_*``).
 Until one is installed (unit tests, the CLI) they record nothing. Every label takes bounded
 values only: routes as declared (``/api/v1/transcriptions/{job_id}``), model names, HTTP

@@ -1,4 +1,4 @@
-"""JobStore: transcription jobs in PostgreSQL through asyncpg. All the service's SQL is here.
+"""JobStore: transcription jobs in PostgreSQL through asyncpg (their SQL: serve_app/jobs/queries.py).
 
 Jobs are claimed with ``FOR UPDATE SKIP LOCKED`` and held under a lease that the worker
 renews; a worker that dies stops renewing, its lease expires, and another worker reclaims the

@@ -149,7 +149,9 @@ class Pipeline:
         if not isinstance(source, BlobSource):
             return len(source)
         if self.blobs is None:
-            raise ServiceError("This pipeline has no BlobStore to read stored audio from.", status_code=500)
+            raise ServiceError(
+                "This pipeline has no BlobStore to read stored audio from.", code="internal_error", status_code=500
+            )
         try:
             return await self.blobs.size(source.key)
         except BlobNotFound:

@@ -21,9 +21,9 @@ from serve_app.jobs.service import JobService
 from serve_app.jobs.store import JobStore
 from testkit.recordings import long_recording
 from testkit.speech import audio, wer
+from tests.app.conftest import app_of
 
 LEASE = 1.0  # seconds
-from tests.app.conftest import app_of
 
 
 @pytest.fixture

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -195,6 +197,9 @@ def cluster(keyed_dsn, s3_server, tmp_path_factory):
     }
     env.pop("RAY_ADDRESS", None)
     gcs, dashboard, http = free_port(), free_port(), free_port()
+    # Ray's files in a folder of this cluster's own (short: Unix socket paths are bounded), so that
+    # nothing else on the box (a `serve run`, ray.init() with no address) finds it and joins it.
+    ray_dir = Path(tempfile.mkdtemp(prefix="stt-ray-", dir="/tmp"))
 
     def ports() -> list[str]:  # each node's own: they share this machine
         names = ["dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port"]
@@ -202,7 +207,8 @@ def cluster(keyed_dsn, s3_server, tmp_path_factory):
 
     head = Node(
         "head",
-        ["--head", f"--port={gcs}", "--num-cpus=4", '--resources={"cpu_work": 4}', "--include-dashboard=true"]
+        ["--head", f"--port={gcs}", f"--temp-dir={ray_dir}", "--num-cpus=4", '--resources={"cpu_work": 4}']
+        + ["--include-dashboard=true"]
         + [f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}", *ports()],
         env,
         work / "head.log",
@@ -266,14 +272,7 @@ def cluster(keyed_dsn, s3_server, tmp_path_factory):
         receiver.close()
         worker.stop()
         head.stop()
-        # `ray start --head` noted this cluster as the box's latest (/tmp/ray/ray_current_cluster);
-        # stopped by its pids rather than `ray stop`, the note stayed, and a later `serve run
-        # serve_config.yaml` waited for the dead GCS forever (deaf to SIGTERM).
-        from ray._common.utils import get_ray_address_file
-
-        note = Path(get_ray_address_file(None))
-        if note.exists() and note.read_text().strip().endswith(f":{gcs}"):
-            note.unlink()
+        shutil.rmtree(ray_dir, ignore_errors=True)  # its session, sockets and the note of its address
 
 
 def test_transcribers_run_on_the_worker_node_and_the_rest_on_the_head(cluster):

@@ -17,7 +17,7 @@ import asyncpg
 def test_the_embedded_database_of_a_config_deploy_outlives_the_build_and_stops_with_its_owner(service, tmp_path):
     import ray
 
-    from deployments.database import ACTOR_NAME, NAMESPACE, deployment_database_url
+    from deployments.embedded_database import ACTOR_NAME, NAMESPACE, deployment_database_url
     from serve_app.core.settings import Settings
 
     @ray.remote(num_cpus=0, max_calls=1)  # a process of its own that ends after the call, as a build task's

@@ -10,8 +10,8 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from deployments.ingress import service_of
-from deployments.metrics import install_ray_metrics
 from deployments.profiles import WorkerProfile
+from deployments.ray_metrics import install_ray_metrics
 from serve_app.core.settings import Settings
 
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `make test`: every tier, in two streams at once. One stream alone leaves the 2 cores idle a
+# third of the time (services starting, nodes coming back, polls): this stream runs the unit,
+# app and serve tiers, the other the cluster and lifecycle tiers. The streams share no service:
+# each stream's pytest has its own databases, S3 server, ports and temporary files, and the
+# cluster tier's Ray lives in a folder of its own that nothing else joins.
+#
+# The first stream's output shows as it runs; the second's is kept and shown when both have
+# ended. The exit status is the first failure's; a stream that collects no test is a failure,
+# unless arguments given to select tests (-k, a path) leave one stream nothing to run.
+#
+# usage: scripts/test-tiers.sh PYTHON [pytest arguments...]
+set -uo pipefail
+python=$1
+shift
+here=$(mktemp -d -t stt-tests-XXXXXX)
+trap 'rm -rf "$here"' EXIT
+
+"$python" -m pytest tests/cluster tests/lifecycle --basetemp="$here/second" "$@" > "$here/second.log" 2>&1 &
+second=$!
+"$python" -m pytest tests/unit tests/app tests/serve --basetemp="$here/first" "$@"
+first_rc=$?
+wait "$second"
+second_rc=$?
+
+echo
+echo "================ the second stream: tests/cluster, tests/lifecycle ================"
+cat "$here/second.log"
+echo "================ first stream: exit $first_rc; second stream: exit $second_rc ================"
+
+no_tests=5  # pytest's exit status when it collected nothing
+if [ "$first_rc" -eq "$no_tests" ] && [ "$second_rc" -eq 0 ]; then first_rc=0; fi
+if [ "$second_rc" -eq "$no_tests" ] && [ "$first_rc" -eq 0 ]; then second_rc=0; fi
+[ "$first_rc" -ne 0 ] && exit "$first_rc"
+exit "$second_rc"
