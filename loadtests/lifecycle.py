@@ -2,19 +2,21 @@
 
     python -m loadtests.lifecycle --rounds 3
 
-Each round starts `stt serve` (what `make run` runs: embedded PostgreSQL, HAProxy in front,
-warm-up on), waits for /api/v1/ready, runs three passes of the bench's short files at
-concurrency 16 (the first right after ready), then sends SIGTERM and times the exit; after it,
-any process of the instance or listening port it had is reported. One more round runs with
-STT_WARMUP=false, to show what the warm-up buys; then `serve run serve_config.yaml` is
-started and stopped with Ctrl-C (SIGINT to its process group, as a terminal sends it) the same
-way, once with a database given and once with the embedded one. Writes docs/lifecycle.json.
+Each round starts `stt serve` as `make run` runs it (tiny.en and base, the embedded PostgreSQL,
+HAProxy in front, warm-up on), waits for /api/v1/ready, runs three passes of the bench's short
+files at concurrency 16 (the first right after ready), then sends SIGTERM and times the exit;
+after it, any process of the instance (its PostgreSQL included) or listening port it had is
+reported. One more round runs with STT_WARMUP=false, to show what the warm-up buys, and is
+stopped with Ctrl-C (SIGINT to its process group, as a terminal sends it); then `serve run
+serve_config.yaml` is started and stopped with Ctrl-C the same way, once with a database given
+and once with the embedded one. Writes docs/lifecycle.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -29,31 +31,43 @@ from testkit.process import ServiceProcess, fresh_database
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
+MAKE_RUN = {"STT_MODELS": "tiny.en,base"}  # what `make run` serves (ServiceProcess's default is tiny.en)
+
+
+def _postgres_of(service: ServiceProcess) -> list[str]:
+    pgdata = str(service.env_data_dir / "pgdata")
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [line.strip() for line in out.splitlines() if pgdata in line]
+
+
 def _end(service: ServiceProcess) -> dict:
     """Kill what is still running of ``service`` (by pid), after saying what was left."""
     if service.proc.poll() is None:
         service.proc.kill()
         service.proc.wait()
-    left = {"processes": service.leftovers(), "listening": service.listening()}
+    left = {"processes": service.leftovers(), "listening": service.listening(), "postgres": _postgres_of(service)}
     service.kill_leftovers()
+    for line in left["postgres"]:
+        os.kill(int(line.split()[0]), signal.SIGKILL)
     return left
 
 
-def one_round(warmup: bool, short: dict, passes: int = 3) -> dict:
+def one_round(warmup: bool, short: dict, passes: int = 3, stop: int = signal.SIGTERM) -> dict:
     with tempfile.TemporaryDirectory(prefix="stt-lifecycle-") as folder:
-        service = ServiceProcess(Path(folder), None, env={"STT_WARMUP": str(warmup).lower()})
+        service = ServiceProcess(Path(folder), None, env=MAKE_RUN | {"STT_WARMUP": str(warmup).lower()})
         started = time.monotonic()
         service.start()
         try:
             service.wait_ready()
             ready_s = time.monotonic() - started
             xrt = [round(service_run(service.url, short, 16).xrt, 1) for _ in range(passes)]
-            stop_s = service.stop()
+            stop_s = service.stop(sig=stop)
         finally:
             left = _end(service)
     steady = statistics.median(xrt[1:])
     return {
         "warmup": warmup,
+        "stop_signal": "SIGTERM" if stop == signal.SIGTERM else "Ctrl-C (SIGINT to the group)",
         "ready_s": round(ready_s, 1),
         "c16_xrt": xrt,
         "first_over_steady": round(xrt[0] / steady, 3),
@@ -99,7 +113,7 @@ def main() -> None:
     for _ in range(args.rounds):
         report["rounds"].append(one_round(True, short))
         print(json.dumps(report["rounds"][-1]), flush=True)
-    report["without_warmup"] = one_round(False, short)
+    report["without_warmup"] = one_round(False, short, stop=signal.SIGINT)
     print(json.dumps(report["without_warmup"]), flush=True)
     with fresh_database() as url:  # the machine's PostgreSQL, a database of its own
         given = serve_run_round(url)
@@ -111,9 +125,13 @@ def main() -> None:
 def summarize(report: dict) -> None:
     rounds = report["rounds"]
     report["summary"] = {
+        "ready_s_median": statistics.median(r["ready_s"] for r in rounds),
         "first_over_steady_median": statistics.median(r["first_over_steady"] for r in rounds),
         "stop_s_max": max(r["stop_s"] for r in rounds),
-        "anything_left": any(r["left"]["processes"] or r["left"]["listening"] for r in rounds + report["serve_run"]),
+        "ctrl_c_stop_s": report["without_warmup"]["stop_s"],
+        "anything_left": any(
+            any(r["left"].values()) for r in [*rounds, report["without_warmup"], *report["serve_run"]]
+        ),
     }
     print(json.dumps(report["summary"]))
     (DOCS / "lifecycle.json").write_text(json.dumps(report, indent=1) + "\n")

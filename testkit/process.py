@@ -61,7 +61,7 @@ class ServiceProcess:
             if self.command == "stt":
                 argv = [sys.executable, "-m", "cli", "serve"]
             else:  # Ray's CLI, from the environment's bin beside this Python
-                config = _config_on_port(self.log.parent, self.ports["http"])
+                config = _config_on_port(self.log.parent, self.ports["http"], self.env["STT_MODELS"].replace(",", ", "))
                 argv = [str(Path(sys.executable).with_name("serve")), "run", str(config)]
             self.proc = subprocess.Popen(
                 argv,
@@ -145,12 +145,14 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _config_on_port(folder: Path, port: int) -> Path:
-    """serve_config.yaml as shipped, on ``port`` instead of 8000."""
+def _config_on_port(folder: Path, port: int, models: str) -> Path:
+    """serve_config.yaml as shipped, on ``port`` instead of 8000 and serving ``models``
+    (STT_MODELS of the instance: the config's ``args`` would override it)."""
     text = (REPO / "serve_config.yaml").read_text()
-    assert "port: 8000" in text
+    assert "port: 8000" in text and "models: [tiny.en, base]" in text
+    text = text.replace("port: 8000", f"port: {port}", 1).replace("models: [tiny.en, base]", f"models: [{models}]", 1)
     path = folder / "serve_config.yaml"
-    path.write_text(text.replace("port: 8000", f"port: {port}", 1))
+    path.write_text(text)
     return path
 
 

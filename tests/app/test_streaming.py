@@ -4,7 +4,6 @@ model=auto; in one process over the real PostgreSQL, BlobStore, models and speec
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 from serve_app.asr.autoselect import AutoRule, ModelChoice, NoModelFits
 from serve_app.asr.catalog import ModelCatalog
 from serve_app.audio.chunking import SpeechChunker, merge_regions
-from serve_app.audio.decode import decode
+from serve_app.audio.decode import decode, plausible_seconds
 from serve_app.audio.pieces import SAMPLE_RATE
 from serve_app.audio.preprocess import AudioPreprocessor
 from serve_app.core.settings import Settings
@@ -65,11 +64,12 @@ async def test_a_decompression_bomb_is_refused_within_seconds(service):
     assert len(data) < 200_000
     warm = await client.post("/api/v1/transcriptions", files={"file": ("a.wav", audio("harvard_01.wav"))})
     assert warm.status_code == 200  # the model is loaded: what follows times the refusal alone
-    started = time.monotonic()
     response = await client.post("/api/v1/transcriptions", files={"file": ("quiet.flac", data)})
     assert response.status_code == 400, response.text
-    assert response.json()["error"]["code"] in ("implausible_audio", "audio_too_long")
-    assert time.monotonic() - started < 5
+    error = response.json()["error"]
+    # Stopped at the block that crossed what a file of its size can hold, not after its 6 hours.
+    assert error["code"] == "implausible_audio"
+    assert f"decodes to more than {plausible_seconds(len(data)):.0f} s" in error["message"], error
 
 
 async def read_events(client, job_id, *, until=("completed", "failed"), timeout=300):
@@ -115,7 +115,12 @@ async def test_a_long_async_job_reports_progress_and_partial_texts_as_it_goes(se
     assert (await store.get(uuid.UUID(job_id))).progress == 1
 
 
-async def test_a_short_sync_job_writes_no_progress_before_it_completes(service):
+async def test_a_short_sync_job_writes_no_progress_before_it_completes(service, monkeypatch):
+    import serve_app.transcription.progress
+
+    # A job that ends within the flush period writes its pieces once, at the end (however long a
+    # loaded box takes over this one: the period is made longer than any run of it).
+    monkeypatch.setattr(serve_app.transcription.progress, "FLUSH_SECONDS", 600.0)
     client, *_ = service
     done = await client.post("/api/v1/transcriptions", files={"file": ("a.wav", audio("harvard_01.wav"))})
     assert done.status_code == 200

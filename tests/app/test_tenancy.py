@@ -159,8 +159,12 @@ async def test_a_wrong_secret_an_expired_and_a_revoked_key_are_refused(app, keys
     # Revoked elsewhere (another replica, the CLI): refused here once the cache entry is older than TTL.
     await ks.revoke(key_id)
     started = time.monotonic()
-    while (await client.get("/api/v1/stats", headers=bearer(good))).status_code == 200:
-        assert time.monotonic() - started < TTL + 1, "a revoked key still works after the cache time"
+    while True:
+        sent = time.monotonic() - started
+        if (await client.get("/api/v1/stats", headers=bearer(good))).status_code != 200:
+            break
+        # Let through: it must have been sent within the cache time (a generous deadline aside).
+        assert sent < TTL, f"a request sent {sent:.2f} s after the revocation was let through"
         await asyncio.sleep(0.05)
     refused = await client.get("/api/v1/stats", headers=bearer(good))
     assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]

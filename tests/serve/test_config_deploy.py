@@ -12,6 +12,7 @@ import asyncio
 import time
 
 import asyncpg
+import psutil
 
 
 def test_the_embedded_database_of_a_config_deploy_outlives_the_build_and_stops_with_its_owner(service, tmp_path):
@@ -21,10 +22,12 @@ def test_the_embedded_database_of_a_config_deploy_outlives_the_build_and_stops_w
     from serve_app.core.settings import Settings
 
     @ray.remote(num_cpus=0, max_calls=1)  # a process of its own that ends after the call, as a build task's
-    def build(data_dir: str) -> str:
-        return deployment_database_url(Settings(data_dir=data_dir))
+    def build(data_dir: str) -> tuple[str, int]:
+        import os
 
-    url = ray.get(build.remote(str(tmp_path)))
+        return deployment_database_url(Settings(data_dir=data_dir)), os.getpid()
+
+    url, builder = ray.get(build.remote(str(tmp_path)))
     assert str(tmp_path / "pgdata") in url
 
     async def ping() -> int:
@@ -34,9 +37,12 @@ def test_the_embedded_database_of_a_config_deploy_outlives_the_build_and_stops_w
         finally:
             await conn.close()
 
-    time.sleep(2)  # the build's process is gone by now
-    assert asyncio.run(ping()) == 1
-    assert ray.get(build.remote(str(tmp_path))) == url  # a second build joins the same owner
+    deadline = time.monotonic() + 60  # the build's process ends after its one call
+    while psutil.pid_exists(builder) and psutil.Process(builder).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the build task's process outlived its call by a minute"
+        time.sleep(0.2)
+    assert asyncio.run(ping()) == 1  # the database did not go with it
+    assert ray.get(build.remote(str(tmp_path)))[0] == url  # a second build joins the same owner
 
     ray.kill(ray.get_actor(ACTOR_NAME, namespace=NAMESPACE), no_restart=True)
     deadline = time.monotonic() + 60

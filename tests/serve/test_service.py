@@ -62,20 +62,41 @@ def test_upload_returns_the_spoken_words(service):
 
 @pytest.fixture(scope="module")
 def bare_faster_whisper_wer(catalog):
-    """WER of plain faster-whisper (sequential, beam 5, its own VAD) on the same files."""
-    from faster_whisper import WhisperModel
+    """WER of plain faster-whisper (sequential, beam 5, its own VAD) on the same files.
 
-    from serve_app.audio.decode import decode
+    Deterministic for given files, model files and library versions, so it is kept between
+    runs under exactly those (testkit/cache.py): a change to any of them measures it again."""
+    import hashlib
+    import json
+    from importlib.metadata import version
+    from pathlib import Path
 
-    scores = {}
-    for model in ("tiny.en", "base"):
+    from testkit.cache import kept
+
+    def measure(model: str) -> tuple[bytes, dict]:
+        from faster_whisper import WhisperModel
+
+        from serve_app.audio.decode import decode
+
         fw = WhisperModel(catalog.resolve(model), device="cpu", compute_type="int8", cpu_threads=2)
         pairs = []
         for name, reference in transcripts().items():
             segments, _ = fw.transcribe(decode(audio(name)), language="en", beam_size=5, vad_filter=True)
             pairs.append((reference, " ".join(s.text for s in segments)))
-        scores[model] = corpus_wer(pairs)
-        del fw
+        return json.dumps(corpus_wer(pairs)).encode(), {}
+
+    scores = {}
+    for model in ("tiny.en", "base"):
+        weights = Path(catalog.resolve(model)) / "model.bin"
+        recipe = {
+            "model": model,
+            "weights": [weights.stat().st_size, weights.stat().st_mtime_ns],
+            "files": hashlib.sha256(b"".join(audio(n) + r.encode() for n, r in transcripts().items())).hexdigest(),
+            "versions": [version("faster-whisper"), version("ctranslate2")],
+            "how": "beam 5, vad_filter, language en, int8, 2 threads",
+        }
+        data, _ = kept("bare-faster-whisper-wer", recipe, lambda model=model: measure(model))
+        scores[model] = json.loads(data)
     return scores
 
 
@@ -83,7 +104,8 @@ def bare_faster_whisper_wer(catalog):
 def test_wer_within_two_points_of_bare_faster_whisper(service, model, bare_faster_whisper_wer):
     names = list(transcripts())
     with ThreadPoolExecutor(len(names)) as pool:  # concurrent: the service batches them
-        responses = list(pool.map(lambda n: post(service, n, model=model, language="en"), names))
+        # beam 5 as bare faster-whisper has it, and as the service has it by default (tests/conftest.py)
+        responses = list(pool.map(lambda n: post(service, n, model=model, language="en", beam_size="5"), names))
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
     service_wer = corpus_wer([(transcripts()[n], r.json()["text"]) for n, r in zip(names, responses)])
     baseline = bare_faster_whisper_wer[model]

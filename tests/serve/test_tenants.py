@@ -94,20 +94,23 @@ def test_a_revoked_key_is_refused_by_every_replica_within_5_seconds(service):
 
     service.run(revoke)  # as the CLI does: straight in the database, no replica told
     revoked_at = time.monotonic()
-    last_ok = {}
+    last_ok = {}  # per replica: when the last request it let through was sent
     refused = set()
     with service.client(key) as client:
-        while time.monotonic() - revoked_at < REVOCATION_S + 1:
+        while len(refused) < 2:  # until both replicas refuse (a generous deadline, not the claim)
+            assert time.monotonic() - revoked_at < 120, (last_ok, refused)
+            sent = time.monotonic() - revoked_at
             response = client.get("/api/v1/stats")
-            replica, elapsed = response.headers["x-stt-replica"], time.monotonic() - revoked_at
             if response.status_code == 200:
-                last_ok[replica] = elapsed
+                last_ok[response.headers["x-stt-replica"]] = sent
             else:
                 assert response.status_code == 401
-                refused.add(replica)
+                refused.add(response.headers["x-stt-replica"])
             time.sleep(0.02)
-    print(f"\nlast success after revocation per replica: {last_ok or 'none'}")
-    assert len(refused) == 2 and all(t < REVOCATION_S for t in last_ok.values())
+    print(f"\nlast success after revocation per replica (sent at): {last_ok or 'none'}")
+    # The claim: no request sent once the cache time has passed is let through, on any replica
+    # (one sent just before may be answered just after, on a loaded box).
+    assert all(t < REVOCATION_S for t in last_ok.values()), last_ok
 
 
 def test_no_tenant_reaches_another_tenants_objects_over_http(service):
