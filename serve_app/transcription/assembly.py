@@ -33,7 +33,9 @@ class Assembly:
                 await on_part(item)
             yield item
         if self.done is None:
-            raise ServiceError("The transcription ended without its last message.", code="internal_error", status_code=500)
+            raise ServiceError(
+                "The transcription ended without its last message.", code="internal_error", status_code=500
+            )
 
     async def collect(
         self, items: AsyncIterator[Part | Finished], on_part: Callable[[Part], Awaitable[None]] | None = None
