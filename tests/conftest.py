@@ -15,13 +15,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Services under test decode greedily unless a test asks for a beam: the same code as beam
 # search (one CTranslate2 argument apart) at 60% of its CPU, where most tests check what was
-# said, not how well. The accuracy tests ask for beam 5, the production default (STT_BEAM_SIZE),
-# and so do the engine's own tests; the bench measures the defaults.
+# said, not how well. The serve tier runs beam 5, the production default (STT_BEAM_SIZE), as do
+# the engine's own tests and the accuracy tests; the bench measures the defaults.
 os.environ.setdefault("STT_BEAM_SIZE", "1")
 
 import pytest  # noqa: E402
 
 TIERS = ("unit", "app", "serve", "lifecycle", "cluster")
+# The order in one pytest run; `make test` runs two at once (scripts/test-tiers.sh).
 
 
 def _tier(item) -> str:

@@ -82,6 +82,9 @@ def service(tmp_path_factory, s3_server):
         "auth": "required",
         "auth_cache_seconds": 2.0,
         "ingress_replicas": 2,
+        # The production default, not the other tiers' greedy one (tests/conftest.py): this tier
+        # checks accuracy through routes that take no beam (OpenAI's translations).
+        "beam_size": 5,
     }
     port, metrics_port = free_port(), free_port()
     run_dir = local_cluster_env(free_ports=True)  # HAProxy in front, as `make run` starts it
