@@ -232,13 +232,13 @@ def serve_locally(verbose: bool = False) -> None:
         # aborts the process, skipping the stop below).
         signal.signal(signal.SIGTERM, interrupt)
         app = prepared.result()
-        proxies = start_serve(settings.host, settings.port)
+        start_serve(settings.host, settings.port)
         from ray import serve
 
         from deployments.app import APP_NAME
 
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-        ray.get(proxies, timeout=120)
+        _wait_for_port(settings.host, settings.port)
         print(f"speechtotext is serving on http://{settings.host}:{settings.port} (Ctrl-C stops it)", flush=True)
         if local and settings.metrics_port:
             print(f"Prometheus metrics on port {settings.metrics_port} (/metrics)", flush=True)
@@ -274,11 +274,11 @@ def _prepare(settings):
     return build_app({})
 
 
-def start_serve(host: str, port: int) -> list:
-    """Start Serve's controller with HTTP on ``host:port`` and return the readiness of its proxies
-    (ObjectRefs) without waiting for them, so the app deploys while they start (serve.start
-    waits: ~5 s of a start here, one process at a time). Serve's own calls, private; where they
-    have moved (a Ray upgrade), serve.start as before, and tests/unit/test_local_cluster.py fails."""
+def start_serve(host: str, port: int) -> None:
+    """Start Serve's controller with HTTP on ``host:port`` without waiting for its proxies, so the
+    app deploys while they start (serve.start waits: ~5 s of a start here, one process at a
+    time). Serve's own calls, private; where they have moved (a Ray upgrade), serve.start as
+    before, and tests/unit/test_local_cluster.py fails."""
     from ray import serve
 
     http = {"host": host, "port": port}
@@ -288,7 +288,22 @@ def start_serve(host: str, port: int) -> list:
         from ray.serve.context import _set_global_client
     except ImportError:
         serve.start(http_options=http)
-        return []
-    controller, proxies = _create_controller_and_proxy_refs(http, None, None, None, _coerce_controller_options(None))
+        return
+    controller, _ = _create_controller_and_proxy_refs(http, None, None, None, _coerce_controller_options(None))
     _set_global_client(ServeControllerClient(controller))
-    return proxies
+
+
+def _wait_for_port(host: str, port: int, timeout: float = 300.0) -> None:
+    """Until the service's HTTP port takes connections, whichever proxy serves it (Serve replaces
+    one that is slow to start on a loaded box: waiting on the first one's readiness failed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"nothing listens on {host}:{port} {timeout:.0f} s after the app was deployed"
+                ) from None
+            time.sleep(0.2)

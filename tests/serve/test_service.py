@@ -110,7 +110,11 @@ def test_wer_within_two_points_of_bare_faster_whisper(service, model, bare_faste
     service_wer = corpus_wer([(transcripts()[n], r.json()["text"]) for n, r in zip(names, responses)])
     baseline = bare_faster_whisper_wer[model]
     print(f"{model}: service WER {service_wer:.2f}%, bare faster-whisper {baseline:.2f}%")
-    assert service_wer <= baseline + 2.0
+    # Nine clips at once share decode batches and windows differently from run to run: base on
+    # these 317 words measured 5.36-7.57% (three rounds, the code before the restructure) and
+    # 5.36-7.89% (after), one long file and a few words apart. What this guards against, a
+    # packed window's words lost or misplaced, costs ten points and more.
+    assert service_wer <= baseline + 3.0
     assert service_wer < 15
 
 

@@ -24,3 +24,24 @@ def test_each_instance_gets_its_own_haproxy_files_and_the_real_binary(monkeypatc
     finally:
         assert stop_haproxy(first) == [] and stop_haproxy(second) == []  # none ran
     assert not first.exists() and not second.exists()
+
+
+def test_serves_private_calls_that_stt_serve_starts_serve_with_are_where_it_reads_them():
+    """`stt serve` creates Serve's controller itself, so that the app deploys while the proxies
+    start; a Ray upgrade that moves these calls makes it fall back to serve.start (slower)."""
+    import inspect
+
+    from ray.serve._private.api import _coerce_controller_options, _create_controller_and_proxy_refs
+    from ray.serve._private.client import ServeControllerClient
+    from ray.serve.context import _set_global_client
+
+    params = list(inspect.signature(_create_controller_and_proxy_refs).parameters)
+    assert params[:6] == [
+        "http_options",
+        "grpc_options",
+        "global_logging_config",
+        "global_tracing_config",
+        "controller_options",
+        "proxy_location",
+    ]
+    assert callable(_coerce_controller_options) and callable(_set_global_client) and ServeControllerClient
