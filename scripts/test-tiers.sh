@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: every tier, in two streams at once. One stream alone leaves the 2 cores idle a
-# third of the time (services starting, nodes coming back, polls): this stream runs the unit
-# and serve tiers, the other the cluster, lifecycle and app tiers (about as long, measured). The
+# third of the time (services starting, nodes coming back, polls): this stream runs the unit,
+# serve and lifecycle tiers, the other the app and cluster tiers (about as long, measured). The
 # streams share no service:
 # each stream's pytest has its own databases, S3 server, ports and temporary files, and the
 # cluster tier's Ray lives in a folder of its own that nothing else joins.
@@ -17,15 +17,15 @@ shift
 here=$(mktemp -d -t stt-tests-XXXXXX)
 trap 'rm -rf "$here"' EXIT
 
-"$python" -m pytest tests/cluster tests/lifecycle tests/app --basetemp="$here/second" "$@" > "$here/second.log" 2>&1 &
+"$python" -m pytest tests/app tests/cluster --basetemp="$here/second" "$@" > "$here/second.log" 2>&1 &
 second=$!
-"$python" -m pytest tests/unit tests/serve --basetemp="$here/first" "$@"
+"$python" -m pytest tests/unit tests/serve tests/lifecycle --basetemp="$here/first" "$@"
 first_rc=$?
 wait "$second"
 second_rc=$?
 
 echo
-echo "================ the second stream: tests/cluster, tests/lifecycle, tests/app ================"
+echo "================ the second stream: tests/app, tests/cluster ================"
 cat "$here/second.log"
 echo "================ first stream: exit $first_rc; second stream: exit $second_rc ================"
 

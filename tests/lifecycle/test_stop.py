@@ -146,7 +146,8 @@ def _wait_for_rows(instance: ServiceProcess, what: str, where: str, *args) -> No
 def test_serve_run_stops_on_ctrl_c_and_leaves_nothing(tmp_path, keyed_dsn):
     """`serve run serve_config.yaml`, the README's other way, stopped as Ctrl-C stops it (SIGINT
     to its process group)."""
-    instance = ServiceProcess(tmp_path, keyed_dsn, command="serve-run")
+    # Its warm-up is not what this is about (the test above has it): a start's CPU spared.
+    instance = ServiceProcess(tmp_path, keyed_dsn, command="serve-run", env={"STT_WARMUP": "false"})
     instance.start()
     try:
         instance.wait_ready()
