@@ -141,20 +141,3 @@ def _wait_for_rows(instance: ServiceProcess, what: str, where: str, *args) -> No
     while not asyncio.run(count()):
         assert time.monotonic() < deadline, f"{what}: not within 120 s"
         time.sleep(0.1)
-
-
-def test_serve_run_stops_on_ctrl_c_and_leaves_nothing(tmp_path, keyed_dsn):
-    """`serve run serve_config.yaml`, the README's other way, stopped as Ctrl-C stops it (SIGINT
-    to its process group)."""
-    # Its warm-up is not what this is about (the test above has it): a start's CPU spared.
-    instance = ServiceProcess(tmp_path, keyed_dsn, command="serve-run", env={"STT_WARMUP": "false"})
-    instance.start()
-    try:
-        instance.wait_ready()
-        took = instance.stop(sig=signal.SIGINT)
-        print(f"serve run stopped {took:.1f} s after Ctrl-C")
-        assert instance.leftovers() == [] and instance.listening() == []
-    finally:
-        if instance.proc.poll() is None:
-            instance.proc.kill()
-        instance.kill_leftovers()
