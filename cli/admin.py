@@ -122,6 +122,8 @@ def tenants() -> None:
 @click.option("--requests-per-minute", type=click.IntRange(min=0))
 @click.option("--max-concurrent", type=click.IntRange(min=0))
 @click.option("--audio-hours-per-day", type=click.FloatRange(min=0))
+@click.option("--max-queued", type=click.IntRange(min=0))
+@click.option("--storage-gb", type=click.FloatRange(min=0))
 def tenants_limits(tenant, **given) -> None:
     """Show a tenant's limits, or set them (0: none; unset: the default)."""
     from serve_app.tenancy.limits import Limits

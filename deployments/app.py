@@ -34,6 +34,7 @@ def build_app(args: dict | None = None) -> Application:
     from deployments.embedded_database import deployment_database_url
 
     settings = build_settings(args)
+    settings.check_exposure()  # no open service on an address other machines reach
     profile = load_profile(settings.profile)  # a bad profile stops the deploy here
     catalog = ModelCatalog.load(settings.catalog_path, settings.cache_dir)
     for name in settings.models:

@@ -45,7 +45,7 @@ class Diarizer:
 
 def diarizer_deployment(profile: DiarizerProfile, settings: Settings) -> Application:
     return Diarizer.options(**profile.serve_options()).bind(
-        settings=settings.model_dump(mode="json"),
+        settings=settings.replica_args(),
         nice=profile.nice,
         max_batch_size=profile.max_batch_size,
         idle=profile.idle,

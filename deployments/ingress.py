@@ -221,7 +221,7 @@ def ingress_deployment(profile: IngressProfile, settings: Settings, preprocessor
     return Ingress.options(**options).bind(
         preprocessor=preprocessor,
         transcribers=transcribers,
-        settings=settings.model_dump(mode="json"),
+        settings=settings.replica_args(),
         worker=worker,
         nice=profile.nice,
     )

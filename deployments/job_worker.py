@@ -55,5 +55,5 @@ def worker_deployment(profile: WorkerProfile, settings: Settings, preprocessor, 
     if "autoscaling_config" not in options:
         options["num_replicas"] = settings.worker_replicas
     return JobWorker.options(**options).bind(
-        preprocessor=preprocessor, transcribers=transcribers, settings=settings.model_dump(mode="json")
+        preprocessor=preprocessor, transcribers=transcribers, settings=settings.replica_args()
     )

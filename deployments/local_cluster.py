@@ -205,6 +205,10 @@ def serve_locally(verbose: bool = False) -> None:
     from serve_app.core.settings import Settings
 
     settings = Settings()
+    try:
+        settings.check_exposure()  # before anything starts
+    except ValueError as exc:
+        raise SystemExit(f"stt serve: {exc}") from None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # A local cluster picks a free GCS port (never Redis's 6379); RAY_ADDRESS joins an existing one.
     local = not os.environ.get("RAY_ADDRESS")

@@ -70,7 +70,7 @@ def preprocessor_deployment(
     profile: PreprocessorProfile, settings: Settings, transcribers: dict, diarizer: Application | None = None
 ) -> Application:
     return Preprocessor.options(**profile.serve_options()).bind(
-        settings=settings.model_dump(mode="json"),
+        settings=settings.replica_args(),
         transcribers=transcribers,
         diarizer=diarizer,
         nice=profile.nice,

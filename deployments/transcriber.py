@@ -88,7 +88,7 @@ def transcriber_deployment(model: str, profile: TranscriberProfile, settings: Se
         options.get("max_ongoing_requests", 0), 2 * profile.model_workers * profile.max_batch_size
     )
     return Transcriber.options(name=transcriber_name(model), user_config=profile.limits().model_dump(), **options).bind(
-        model=model, settings=settings.model_dump(mode="json"), profile=profile.model_dump(mode="json")
+        model=model, settings=settings.replica_args(), profile=profile.model_dump(mode="json")
     )
 
 

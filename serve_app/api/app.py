@@ -14,7 +14,17 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.api.dependencies import ServiceContext
-from serve_app.api.routers import admin, batches, events, openai_compat, system, transcriptions, web
+from serve_app.api.routers import (
+    admin,
+    batches,
+    docs,
+    events,
+    openai_compat,
+    system,
+    transcriptions,
+    web,
+    webhooks,
+)
 from serve_app.api.routers.openai_compat import openai_error
 from serve_app.core.errors import PayloadTooLarge, ServiceError, unwrap
 from serve_app.core.metrics import METRICS
@@ -46,15 +56,19 @@ def create_app(service: TranscriptionService) -> FastAPI:
         title="speechtotext",
         version="0.1.0",
         description="Speech to text on Ray Serve and WhisperX.",
+        docs_url=None,  # served by routers/docs.py, with its files from the service, not a CDN
+        redoc_url=None,
     )
     app.state.context = ServiceContext(service)
     app.include_router(system.router)
     app.include_router(transcriptions.router)
     app.include_router(events.router)
     app.include_router(batches.router)
+    app.include_router(webhooks.router)
     app.include_router(openai_compat.router)
     app.include_router(admin.router)
     app.include_router(web.router)
+    app.include_router(docs.router)
     _install_error_handlers(app)
     _install_request_middleware(app, service.settings)
     return app
@@ -164,6 +178,8 @@ def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
             response = error_response(err.status_code, err.code, err.message, request=request)
         else:
             response = await call_next(request)
+        # No answer of this service is ever sniffed into another type (stored audio as a page).
+        response.headers["X-Content-Type-Options"] = "nosniff"
         if not getattr(request.app.state, "server_echoes_request_id", False):
             response.headers["x-request-id"] = request.state.request_id
         if replica := getattr(request.app.state, "replica", None):

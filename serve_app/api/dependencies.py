@@ -9,12 +9,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from serve_app.api.schemas import ModelInfo
-from serve_app.core.errors import Forbidden
+from serve_app.api.streams import StreamGate
+from serve_app.core.errors import Forbidden, Unauthorized
 from serve_app.core.settings import Settings
 from serve_app.jobs.service import JobService
 from serve_app.tenancy.keys import Authenticator, KeyStore, Principal
 from serve_app.tenancy.limits import RateLimiter
 from serve_app.transcription.service import TranscriptionService
+from serve_app.transcription.watch import JobWatch
 
 
 @dataclass
@@ -25,12 +27,23 @@ class ServiceContext:
     auth: Authenticator = field(init=False)
     keys: KeyStore | None = field(init=False)
     limiter: RateLimiter | None = field(init=False)
+    streams: StreamGate = field(init=False)
+    _watch: JobWatch | None = field(init=False, default=None)
 
     def __post_init__(self):
         store = self.service.jobs.store if self.service.jobs is not None else None
         self.keys = KeyStore(store) if store is not None else None
         self.limiter = RateLimiter(store) if store is not None else None
         self.auth = Authenticator(self.service.settings, self.keys)
+        cfg = self.service.settings
+        self.streams = StreamGate(cfg.limit_event_streams, cfg.max_event_streams)
+
+    @property
+    def watch(self) -> JobWatch:
+        """The job watchers of this replica (one per followed job)."""
+        if self._watch is None:
+            self._watch = JobWatch(self.jobs.store)
+        return self._watch
 
     def key_store(self) -> KeyStore:
         self.service.job_service()  # no database: the one "unavailable" answer
@@ -50,9 +63,19 @@ class ServiceContext:
 
     @property
     def batches(self):
+        return self.batches_for(None)
+
+    def batches_for(self, caller: Principal | None):
+        """The batch service, admitting within ``caller``'s quotas (None: reading only)."""
+        from serve_app.jobs.admission import Quotas
         from serve_app.jobs.batches import BatchService
 
-        return BatchService(self.jobs, max_files=self.settings.max_batch_files)
+        return BatchService(
+            self.jobs,
+            max_files=self.settings.max_batch_files,
+            quotas=Quotas.of(caller.limits) if caller is not None else None,
+            max_seconds=self.settings.max_audio_seconds,
+        )
 
     def model_info(self, name: str) -> ModelInfo:
         spec = self.service.catalog.get(name)
@@ -84,7 +107,14 @@ def _given_key(request: Request) -> str | None:
 
 async def _caller(request: Request, *, transcription: bool) -> Principal:
     ctx: ServiceContext = request.app.state.context
-    principal = await ctx.auth.authenticate(_given_key(request))
+    try:
+        principal = await ctx.auth.authenticate(_given_key(request), request.headers.get("host", ""))
+    except Unauthorized:
+        # Guessing keys costs the guesser: wrong keys are limited per client address.
+        if ctx.limiter is not None and ctx.settings.limit_bad_keys_per_minute:
+            address = request.client.host if request.client else "unknown"
+            await ctx.limiter.hit_bad_key(address, ctx.settings.limit_bad_keys_per_minute)
+        raise
     request.state.principal = principal
     if principal.limits is not None and ctx.limiter is not None:
         window = await ctx.limiter.hit(

@@ -84,6 +84,11 @@ class DecodedStream:
     def seconds(self) -> float:
         return self.decoded / SAMPLE_RATE
 
+    @property
+    def container_format(self) -> str:
+        """FFmpeg's name of the container (``wav``, ``mov,mp4,m4a,3gp,3g2,mj2``, ...)."""
+        return self._container.format.name
+
     def _check_declared(self) -> None:
         declared = self.declared
         if self.max_seconds is not None and declared is not None and declared > self.max_seconds:
@@ -144,20 +149,6 @@ class DecodedStream:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def stated_seconds(source: bytes | BinaryIO) -> float | None:
-    """The duration a file's header states, read without decoding (None: it states none or
-    is not audio)."""
-    try:
-        with av.open(
-            io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, metadata_errors="ignore"
-        ) as container:
-            if not container.streams.audio:
-                return None
-            return _declared_seconds(container, container.streams.audio[0])
-    except (av.FFmpegError, ValueError, UnicodeDecodeError):
-        return None
 
 
 def _size_of(source: bytes | BinaryIO) -> int:

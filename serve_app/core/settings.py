@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SECRET_FIELDS = ("api_key", "webhook_secret", "s3_secret_key")
 WEAK_SECRETS = {"change-me", "changeme", "secret", "webhook-secret"}
+
+
+def is_loopback(host: str) -> bool:
+    """A loopback address or name (``localhost``, ``127.0.0.5``, ``::1``, ``[::1]``)."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -84,7 +97,7 @@ class Settings(BaseSettings):
         description="Local WhisperX (wav2vec2) alignment models for word times, as JSON "
         '{"<language>": "<model folder>"}; other languages use Whisper\'s own word times.',
     )
-    api_key: str | None = Field(
+    api_key: SecretStr | None = Field(
         None,
         description="Bootstrap admin key (tenant default_user). With it, or once any key is in the "
         "database, requests must send Authorization: Bearer <key> (or X-API-Key).",
@@ -92,6 +105,17 @@ class Settings(BaseSettings):
     auth: Literal["auto", "required"] = Field(
         "auto",
         description="auto: open for one local user until a key exists; required: a key always.",
+    )
+    allow_open_network: bool = Field(
+        False,
+        description="Start open (no key required) even though STT_HOST is not a loopback address. "
+        "Without it, such a start is refused: anyone who reaches the port could read and delete "
+        "every transcript.",
+    )
+    open_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names an open service answers besides loopback ones (localhost, 127.0.0.1, "
+        "[::1]); any other Host header is refused, so a DNS-rebinding page cannot use it.",
     )
     auth_cache_seconds: float = Field(
         2.0, gt=0, le=5, description="How long an Ingress trusts a key it looked up (revocations show within it)."
@@ -105,6 +129,26 @@ class Settings(BaseSettings):
         "runs, so that one tenant's batch fills the Transcribers' batches as 16 concurrent requests do.",
     )
     limit_audio_hours_per_day: float = Field(24.0, ge=0, description="Audio hours a tenant transcribes per UTC day.")
+    limit_event_streams: int = Field(
+        8, ge=0, description="Event streams (GET .../events) a tenant may hold open on one Ingress replica."
+    )
+    max_event_streams: int = Field(
+        50,
+        ge=0,
+        description="Event streams one Ingress replica holds open: a quarter of its 200 request slots "
+        "(cpu profile), so uploads keep the rest.",
+    )
+    limit_bad_keys_per_minute: int = Field(
+        30, ge=0, description="Requests with a wrong API key one client address may make per minute (then 429)."
+    )
+    limit_max_queued: int = Field(1000, ge=0, description="Async jobs a tenant may have waiting in the queue.")
+    limit_storage_gb: float = Field(20.0, ge=0, description="GB of audio and results a tenant may keep stored.")
+    retention_days: float = Field(
+        30.0, ge=0, description="Days after which a finished job's audio is deleted (0: kept until the job is)."
+    )
+    retention_results: bool = Field(
+        False, description="Delete the finished job itself (its result and row) at the retention age too."
+    )
     max_upload_mb: int = Field(100, description="Largest accepted upload in MiB.")
     max_audio_seconds: float = Field(4 * 3600, description="Longest accepted audio.")
     preprocess_memory_seconds: float = Field(
@@ -124,7 +168,7 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(None, description="S3-protocol endpoint (MinIO, ...).")
     s3_region: str | None = None
     s3_access_key: str | None = None
-    s3_secret_key: str | None = None
+    s3_secret_key: SecretStr | None = None
     default_user: str = Field(
         "default",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
@@ -147,7 +191,7 @@ class Settings(BaseSettings):
     max_batch_files: int = Field(1000, ge=1, description="Files in one batch (POST /api/v1/batches).")
     max_batch_mb: int = Field(2048, ge=1, description="Largest batch upload in MiB (all its files).")
     worker_poll_seconds: float = Field(5.0, gt=0, description="Fallback poll when NOTIFY is missed.")
-    webhook_secret: str | None = Field(
+    webhook_secret: SecretStr | None = Field(
         None,
         description="Master key of webhook signatures (each tenant signs with a key derived from it); "
         "none: webhooks are off. At least 16 characters, and not the example 'change-me'.",
@@ -162,7 +206,7 @@ class Settings(BaseSettings):
         "reserved address is refused.",
     )
 
-    @field_validator("models", "webhook_allow_hosts", mode="before")
+    @field_validator("models", "webhook_allow_hosts", "open_hosts", mode="before")
     @classmethod
     def _split_models(cls, value: object) -> object:
         if isinstance(value, str):
@@ -171,13 +215,45 @@ class Settings(BaseSettings):
 
     @field_validator("webhook_secret")
     @classmethod
-    def _real_secret(cls, value: str | None) -> str | None:
-        if value is not None and (value in WEAK_SECRETS or len(value) < 16):
+    def _real_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and (value.get_secret_value() in WEAK_SECRETS or len(value.get_secret_value()) < 16):
             raise ValueError(
                 "STT_WEBHOOK_SECRET must be a real secret of at least 16 characters (not the example "
                 "'change-me'); leave it unset to turn webhooks off."
             )
         return value
+
+    @field_serializer(*SECRET_FIELDS, when_used="json")
+    def _hidden(self, value: SecretStr | None, info):
+        """Secrets print as stars; only ``replica_args`` carries their values."""
+        if value is None:
+            return None
+        return value.get_secret_value() if (info.context or {}).get("reveal") else str(value)
+
+    def replica_args(self) -> dict:
+        """These settings for a replica's constructor (which makes Settings of them again):
+        the one dump that carries the secrets' values. Never log it."""
+        return self.model_dump(mode="json", context={"reveal": True})
+
+    def secret(self, name: str) -> str | None:
+        """A secret setting's value (``api_key``, ``webhook_secret``, ``s3_secret_key``)."""
+        value = getattr(self, name)  # a plain str where a copy was updated without validation
+        return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+    @property
+    def may_be_open(self) -> bool:
+        """Whether requests may come without a key (until one exists in the database)."""
+        return self.auth != "required" and not self.api_key
+
+    def check_exposure(self) -> None:
+        """Refuse to serve open on an address other hosts reach, unless told to."""
+        if self.may_be_open and not is_loopback(self.host) and not self.allow_open_network:
+            raise ValueError(
+                f"STT_HOST={self.host} is reachable from other machines, and with no STT_API_KEY and "
+                "STT_AUTH=auto the service starts open to anyone who reaches it. Set STT_API_KEY (or "
+                "STT_AUTH=required and create keys with `stt keys create`), or STT_ALLOW_OPEN_NETWORK=true "
+                "if that is really meant."
+            )
 
     @property
     def resolved_device(self) -> str:

@@ -11,23 +11,25 @@ first and the short ones fill the Transcribers' batches beside them.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
+import re
+import unicodedata
 import uuid
 import zipfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from serve_app.audio.decode import stated_seconds
+from serve_app.audio.inspect import Inspection
 from serve_app.audio.uploads import AudioUpload, clean_filename
 from serve_app.core.errors import InvalidParameter, ServiceError
 from serve_app.core.formats import EXTENSIONS, RENDERERS
 from serve_app.jobs import queries
+from serve_app.jobs.admission import Quotas, admit, inspect_stored
 from serve_app.jobs.blobs import BlobNotFound
 from serve_app.jobs.service import JobService, JobSpec, audio_key
 from serve_app.jobs.store import NOTIFY_CHANNEL, Job, JobStore
 
 ACTIVE = ("PENDING", "PROCESSING")
-BYTES_PER_SECOND_GUESS = 16_000  # ordering only, for a file whose header states no duration
 STORE_AT_ONCE = 8  # a batch's files written to the BlobStore at once
 
 
@@ -72,9 +74,11 @@ def inbox_prefix(tenant: str) -> str:
 
 
 class BatchService:
-    def __init__(self, jobs: JobService, *, max_files: int):
+    def __init__(self, jobs: JobService, *, max_files: int, quotas: Quotas | None = None, max_seconds=None):
         self.jobs, self.store, self.blobs = jobs, jobs.store, jobs.blobs
         self.max_files = max_files
+        self.quotas = quotas or Quotas()  # the submitting tenant's (see serve_app/jobs/admission.py)
+        self.max_seconds = max_seconds
 
     # -- submitting ----------------------------------------------------------------------------
     def _check_count(self, count: int) -> None:
@@ -87,6 +91,7 @@ class BatchService:
 
     async def submit_uploads(self, tenant: str, uploads: list[AudioUpload], spec: JobSpec, **extra) -> dict:
         self._check_count(len(uploads))
+        await self.jobs.precheck(tenant, self.quotas, jobs=len(uploads))  # before anything is stored
         stored: list[tuple[uuid.UUID, str, str, int]] = []
         storing = asyncio.Semaphore(STORE_AT_ONCE)
 
@@ -112,6 +117,7 @@ class BatchService:
 
     async def submit_keys(self, tenant: str, keys: list[str], spec: JobSpec, **extra) -> dict:
         self._check_count(len(keys))
+        await self.jobs.precheck(tenant, self.quotas, jobs=len(keys))
         prefix = inbox_prefix(tenant)
         for key in keys:
             if not key.startswith(prefix) or ".." in key.split("/") or not key.isprintable() or len(key) > 1024:
@@ -136,23 +142,36 @@ class BatchService:
             await asyncio.gather(*(self.blobs.delete(key) for _, _, key, _ in stored), return_exceptions=True)
             raise
 
-    async def _seconds(self, key: str, size: int) -> float:
-        def probe():
-            with self.blobs.open_read(key) as fh:
-                return stated_seconds(fh)
-
+    async def _inspect(self, key: str) -> Inspection | ServiceError:
+        """What a stored file is; the refusal, for one that is not audio."""
         try:
-            seconds = await asyncio.to_thread(probe)
-        except Exception:
-            seconds = None
-        return seconds if seconds is not None else size / BYTES_PER_SECOND_GUESS
+            return await inspect_stored(self.blobs, key, max_seconds=self.max_seconds)
+        except ServiceError as exc:
+            return exc
 
     async def _commit(self, tenant, stored, spec: JobSpec, *, webhook_url=None, request_id=None) -> dict:
-        seconds = await asyncio.gather(*(self._seconds(key, size) for _, _, key, size in stored))
+        found = await asyncio.gather(*(self._inspect(key) for _, _, key, _ in stored))
+        refused = [i for i, f in enumerate(found) if isinstance(f, ServiceError)]
+        if len(refused) == len(stored):
+            first = found[0]
+            raise type(first)(f"No file of the batch is audio; '{stored[0][1]}': {first.message}", code=first.code)
+        # A file that is not audio is a FAILED job of the batch (it shows in the batch's report);
+        # its bytes are deleted now, never kept.
+        await asyncio.gather(*(self.blobs.delete(stored[i][2]) for i in refused))
+        seconds = [0.0 if i in refused else found[i].seconds for i in range(len(stored))]
         order = sorted(range(len(stored)), key=lambda i: -seconds[i])  # longest first
         place = {i: rank for rank, i in enumerate(order)}
+        good = [i for i in range(len(stored)) if i not in refused]
         batch_id = uuid.uuid4()
         async with self.store.connection() as conn, conn.transaction():
+            await admit(
+                conn,
+                tenant,
+                self.quotas,
+                jobs=len(good),
+                seconds=sum(seconds),
+                size=sum(stored[i][3] for i in good),
+            )
             batch = await conn.fetchrow(queries.INSERT_BATCH, batch_id, tenant, len(stored), webhook_url, request_id)
             await conn.execute(
                 queries.INSERT_JOBS,
@@ -166,9 +185,12 @@ class BatchService:
                 request_id,
                 [s[0] for s in stored],
                 [s[1] for s in stored],
-                [s[2] for s in stored],
+                [None if i in refused else s[2] for i, s in enumerate(stored)],
                 [s[3] for s in stored],
                 [place[i] for i in range(len(stored))],
+                seconds,
+                [None if i in refused else found[i].media_type for i in range(len(stored))],
+                [f"not audio: {found[i].message}" if i in refused else None for i in range(len(stored))],
             )
             await conn.execute(queries.NOTIFY, NOTIFY_CHANNEL, str(batch_id))  # wake the workers
         return {"id": str(batch["id"]), "files": [{"id": str(s[0]), "filename": s[1]} for s in stored]}
@@ -218,33 +240,27 @@ class BatchService:
             ],
         }
 
-    async def zip(self, jobs: list[Job], fmt: str) -> bytes:
-        """Every finished transcript in ``fmt``, one file each (named after its audio); the
-        files that failed listed in ERRORS.txt."""
-        results = await asyncio.gather(*(self.jobs.result(j) for j in jobs))
-        ext = EXTENSIONS[fmt]
-
-        def build() -> bytes:
-            buffer, names = io.BytesIO(), set()
-            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-                errors = []
-                for job, result in zip(jobs, results):
-                    if result is None:
-                        errors.append(f"{job.original_filename}\t{job.status}\t{job.error or ''}")
-                        continue
-                    stem = job.original_filename.rsplit(".", 1)[0].replace("/", "_") or "transcript"
-                    name, n = f"{stem}.{ext}", 1
-                    while name in names:
-                        n += 1
-                        name = f"{stem} ({n}).{ext}"
-                    names.add(name)
-                    body = result.model_dump_json(indent=2) if fmt == "json" else RENDERERS[fmt](result.segments)
-                    archive.writestr(name, body)
-                if errors:
-                    archive.writestr("ERRORS.txt", "\n".join(errors) + "\n")
-            return buffer.getvalue()
-
-        return await asyncio.to_thread(build)
+    async def zip(self, jobs: list[Job], fmt: str) -> AsyncIterator[bytes]:
+        """Every finished transcript in ``fmt``, one file each (named after its audio, made
+        safe: no folders, no drive, no control characters, no clash), the files that failed
+        listed in ERRORS.txt; streamed entry by entry, never held whole."""
+        ext, sink = EXTENSIONS[fmt], _Sink()
+        archive = zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED)
+        taken, errors = {ERRORS_NAME.lower()}, []
+        for job in jobs:
+            result = await self.jobs.result(job)
+            if result is None:
+                errors.append("\t".join(_one_line(v) for v in (job.original_filename, job.status, job.error or "")))
+                continue
+            name = _unique(entry_name(job.original_filename, ext), taken)
+            body = result.model_dump_json(indent=2) if fmt == "json" else RENDERERS[fmt](result.segments)
+            await asyncio.to_thread(archive.writestr, name, body)
+            if sink.chunks:
+                yield sink.take()
+        if errors:
+            archive.writestr(ERRORS_NAME, "\n".join(errors) + "\n")
+        archive.close()
+        yield sink.take()
 
     async def delete(self, batch_id: str, tenant: str) -> None:
         row, jobs = await self.get(batch_id, tenant)
@@ -269,3 +285,47 @@ async def end_batch(store: JobStore, batch_id: uuid.UUID) -> tuple[BatchTarget, 
         "failed": statuses.count("FAILED"),
     }
     return BatchTarget(row["id"], row["user_id"], row["webhook_url"], row["request_id"]), summary
+
+
+ERRORS_NAME = "ERRORS.txt"
+_UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f]')
+
+
+def entry_name(filename: str, ext: str) -> str:
+    """A zip entry name from a client's file name: one plain name in the zip's top folder
+    (``..\\..\\x.wav`` is ``_.._x.txt``, never a path out of where it is unpacked)."""
+    stem = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", _UNSAFE.sub("_", filename))  # the audio's extension
+    stem = stem.strip(" .")[:200] or "transcript"
+    return f"{stem}.{ext}"
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    stem, ext = name.rsplit(".", 1)
+    n = 1
+    while name.lower() in taken:
+        n += 1
+        name = f"{stem} ({n}).{ext}"
+    taken.add(name.lower())
+    return name
+
+
+def _one_line(text: str) -> str:
+    return "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+
+
+class _Sink:
+    """Where the zip writes: what it wrote since the last take (a stream, not seekable)."""
+
+    def __init__(self):
+        self.chunks: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data, self.chunks = b"".join(self.chunks), []
+        return data

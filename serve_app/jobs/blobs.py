@@ -49,7 +49,7 @@ class BlobStore:
             options = {"client_kwargs": client_kwargs, "default_block_size": BLOCK}
             if settings.s3_access_key:
                 options["key"] = settings.s3_access_key
-                options["secret"] = settings.s3_secret_key
+                options["secret"] = settings.secret("s3_secret_key")
         return cls(url, options)
 
     def _path(self, key: str) -> str:

@@ -18,11 +18,11 @@ INSERT = """
 INSERT INTO transcription_jobs (
     id, user_id, original_filename, status, model, language, task, options, is_sync,
     audio_key, audio_bytes, max_attempts, webhook_url, lease_owner, lease_expires_at,
-    started_at, attempts, request_id)
+    started_at, attempts, request_id, reserved_seconds, audio_type)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14,
         CASE WHEN $14::text IS NULL THEN NULL ELSE now() + make_interval(secs => $15) END,
         CASE WHEN $4 = 'PROCESSING' THEN now() END,
-        CASE WHEN $4 = 'PROCESSING' THEN 1 ELSE 0 END, $16)
+        CASE WHEN $4 = 'PROCESSING' THEN 1 ELSE 0 END, $16, $17, $18)
 RETURNING *"""
 NOTIFY = "SELECT pg_notify($1, $2)"
 GET = "SELECT * FROM transcription_jobs WHERE id = $1 AND user_id = $2"
@@ -40,24 +40,40 @@ SET status = CASE WHEN attempts >= max_attempts OR is_sync THEN 'FAILED' ELSE 'P
     lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
 WHERE status = 'PROCESSING' AND lease_expires_at < now()
 RETURNING id, status"""
-# The oldest PENDING job of a tenant that runs fewer than its limit of jobs now ($3: the
-# default limit; 0 none). Two workers claiming at the same instant may each take one more.
+# A PENDING job to run: of the tenant whose turn it is (the one whose last claim is oldest:
+# tenants take turns, so one tenant's thousand queued jobs delay another's by about one job),
+# its oldest; of a tenant that runs fewer than its limit of jobs ($3: the default limit; 0
+# none) and whose day's audio, with what its running jobs reserve, leaves room for this job
+# ($4: the default hours a day; 0 none). Two workers claiming at once may each take one more.
 CLAIM = """
-UPDATE transcription_jobs AS j
-SET status = 'PROCESSING', lease_owner = $1,
-    lease_expires_at = now() + make_interval(secs => $2),
-    attempts = j.attempts + 1, started_at = COALESCE(j.started_at, now()), updated_at = now()
-WHERE j.id = (
-    SELECT c.id FROM transcription_jobs c
-    LEFT JOIN tenants t ON t.tenant = c.user_id
-    WHERE c.status = 'PENDING'
-      AND (COALESCE(t.max_concurrent, $3) = 0
-           OR (SELECT count(*) FROM transcription_jobs p
-               WHERE p.user_id = c.user_id AND p.status = 'PROCESSING') < COALESCE(t.max_concurrent, $3))
-    ORDER BY c.created_at
-    LIMIT 1
-    FOR UPDATE OF c SKIP LOCKED)
-RETURNING j.*"""
+WITH claimed AS (
+    UPDATE transcription_jobs AS j
+    SET status = 'PROCESSING', lease_owner = $1,
+        lease_expires_at = now() + make_interval(secs => $2),
+        attempts = j.attempts + 1, started_at = COALESCE(j.started_at, now()), updated_at = now()
+    WHERE j.id = (
+        SELECT c.id FROM transcription_jobs c
+        LEFT JOIN tenants t ON t.tenant = c.user_id
+        LEFT JOIN tenant_turns turn ON turn.tenant = c.user_id
+        WHERE c.status = 'PENDING'
+          AND (COALESCE(t.max_concurrent, $3) = 0
+               OR (SELECT count(*) FROM transcription_jobs p
+                   WHERE p.user_id = c.user_id AND p.status = 'PROCESSING') < COALESCE(t.max_concurrent, $3))
+          AND (COALESCE(t.audio_hours_per_day, $4) = 0
+               OR COALESCE((SELECT u.audio_seconds FROM tenant_usage u
+                            WHERE u.tenant = c.user_id AND u.day = (now() AT TIME ZONE 'UTC')::date), 0)
+                  + (SELECT COALESCE(sum(p.reserved_seconds), 0) FROM transcription_jobs p
+                     WHERE p.user_id = c.user_id AND p.status = 'PROCESSING')
+                  + c.reserved_seconds <= COALESCE(t.audio_hours_per_day, $4) * 3600)
+        ORDER BY turn.last_claim_at ASC NULLS FIRST, c.created_at
+        LIMIT 1
+        FOR UPDATE OF c SKIP LOCKED)
+    RETURNING j.*),
+turn AS (
+    INSERT INTO tenant_turns AS t (tenant, last_claim_at)
+    SELECT user_id, clock_timestamp() FROM claimed
+    ON CONFLICT (tenant) DO UPDATE SET last_claim_at = EXCLUDED.last_claim_at)
+SELECT * FROM claimed"""
 RENEW = """
 UPDATE transcription_jobs
 SET lease_expires_at = now() + make_interval(secs => $3), progress = COALESCE($4, progress),
@@ -69,7 +85,7 @@ WITH done AS (
     UPDATE transcription_jobs
     SET status = 'COMPLETED', result_key = $3, duration_seconds = $4, text_preview = $5,
         language = COALESCE($6, language), processing_seconds = $7, progress = 1, error = NULL,
-        model = COALESCE($8, model),
+        model = COALESCE($8, model), result_bytes = $9,
         lease_owner = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
     WHERE id = $1 AND lease_owner = $2 AND status = 'PROCESSING'
     RETURNING *),
@@ -115,6 +131,14 @@ RUNNING = "SELECT count(*) FROM transcription_jobs WHERE user_id = $1 AND status
 RECORD_DELIVERY = """
 INSERT INTO webhook_deliveries (job_id, url, event, attempt, status_code, error, delivered)
 VALUES ($1, $2, $3, $4, $5, $6, $7)"""
+# Finished jobs past the retention age ($1 days): those that still keep audio, or ($2) all.
+EXPIRED = """
+SELECT * FROM transcription_jobs
+WHERE status IN ('COMPLETED', 'FAILED') AND completed_at < now() - make_interval(secs => $1 * 86400)
+  AND ($2 OR audio_key IS NOT NULL)
+ORDER BY completed_at
+LIMIT $3"""
+FORGET_AUDIO = "UPDATE transcription_jobs SET audio_key = NULL, updated_at = now() WHERE id = $1 AND audio_key = $2"
 DELIVERIES = "SELECT * FROM webhook_deliveries WHERE job_id = $1 ORDER BY id"
 
 # List: fixed fragments joined in a fixed order; every value is a parameter.
@@ -154,11 +178,15 @@ VALUES ($1, $2, $3, $4, $5) RETURNING *"""
 INSERT_JOBS = """
 INSERT INTO transcription_jobs (
     id, user_id, original_filename, status, model, language, task, options, is_sync,
-    audio_key, audio_bytes, max_attempts, batch_id, request_id, created_at)
-SELECT j.id, $2, j.filename, 'PENDING', $3, $4, $5, $6::jsonb, false, j.audio_key, j.audio_bytes, $7, $1, $8,
-       now() + make_interval(secs => j.place / 1e6)
-FROM unnest($9::uuid[], $10::text[], $11::text[], $12::bigint[], $13::int[])
-    AS j (id, filename, audio_key, audio_bytes, place)"""
+    audio_key, audio_bytes, max_attempts, batch_id, request_id, created_at,
+    reserved_seconds, audio_type, error, completed_at)
+SELECT j.id, $2, j.filename, CASE WHEN j.error IS NULL THEN 'PENDING' ELSE 'FAILED' END,
+       $3, $4, $5, $6::jsonb, false, j.audio_key, j.audio_bytes, $7, $1, $8,
+       now() + make_interval(secs => j.place / 1e6), j.reserved, j.audio_type, j.error,
+       CASE WHEN j.error IS NULL THEN NULL ELSE now() END
+FROM unnest($9::uuid[], $10::text[], $11::text[], $12::bigint[], $13::int[], $14::float8[], $15::text[],
+            $16::text[])
+    AS j (id, filename, audio_key, audio_bytes, place, reserved, audio_type, error)"""
 GET_BATCH = "SELECT * FROM transcription_batches WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)"
 BATCH_JOBS = "SELECT * FROM transcription_jobs WHERE batch_id = $1 ORDER BY created_at, id"
 # The batch ends once no job of it is waiting or running; only the caller that sets ended_at

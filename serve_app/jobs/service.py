@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 
 from serve_app.core.metrics import METRICS
 from serve_app.core.results import TranscriptionResult
+from serve_app.jobs import queries
+from serve_app.jobs.admission import Quotas, admit, inspect_stored
 from serve_app.jobs.blobs import BlobNotFound, BlobStore
 from serve_app.jobs.store import Job, JobStore
 
@@ -53,12 +55,17 @@ class JobService:
         spec: JobSpec,
         webhook_url: str | None,
         request_id: str | None = None,
+        quotas: Quotas | None = None,
+        max_seconds: float | None = None,
     ) -> Job:
-        """Store the audio first, then commit the job: a 202 means both are durable."""
+        """Store the audio first, check that it is audio, then commit the job within the
+        tenant's ``quotas``: a 202 means both are durable; anything refused keeps nothing."""
         job_id = uuid.uuid4()
         key = audio_key(user_id, job_id, filename)
+        await self.precheck(user_id, quotas, jobs=1)  # a tenant at its limits uploads nothing
         try:
             size = await self.blobs.put_stream(key, blocks)
+            found = await inspect_stored(self.blobs, key, max_seconds=max_seconds)
             return await self.store.create(
                 job_id=job_id,
                 user_id=user_id,
@@ -69,6 +76,9 @@ class JobService:
                 webhook_url=webhook_url,
                 max_attempts=self.max_attempts,
                 request_id=request_id,
+                reserved_seconds=found.seconds,
+                audio_type=found.media_type,
+                quotas=quotas or Quotas(),
             )
         except BaseException:
             await self.blobs.delete(key)  # no orphan audio for a job that was never committed
@@ -106,7 +116,8 @@ class JobService:
         None when ``owner`` no longer holds the job (the reaper took it, or it was deleted).
         """
         key = result_key(job.user_id, job.id)
-        await self.blobs.put_bytes(key, result.model_dump_json().encode())
+        body = result.model_dump_json().encode()
+        await self.blobs.put_bytes(key, body)
         done = await self.store.complete(
             job.id,
             owner,
@@ -116,6 +127,7 @@ class JobService:
             language=result.language,
             processing_seconds=result.processing_time,
             model=result.model,
+            result_bytes=len(body),
         )
         if done is None:
             # Unless a worker that took the job over completed it with this same key, the
@@ -129,11 +141,39 @@ class JobService:
         METRICS.job_finished("COMPLETED")
         return done
 
+    async def precheck(self, tenant: str, quotas: Quotas | None, *, jobs: int) -> None:
+        """Refuse (RateLimited) before any upload is stored when ``jobs`` more cannot fit."""
+        if quotas is not None:
+            async with self.store.connection() as conn:
+                await admit(conn, tenant, quotas, jobs=jobs, seconds=0.0, size=0)
+
     async def fail(self, job: Job, owner: str, reason: str, *, retry: bool) -> Job | None:
+        """Fail (or requeue) a job. One that failed for its input's fault (not ``retry``: it
+        is not audio after all) keeps no audio; one that failed for the service's (a store down
+        through every attempt) keeps its upload for a retry by hand, until retention."""
         failed = await self.store.fail(job.id, owner, reason, retry=retry)
         if failed is not None:
             METRICS.job_finished("FAILED" if failed.status == "FAILED" else "RETRIED")
+            if failed.status == "FAILED" and not retry and failed.audio_key:
+                await self.drop_audio(failed)
         return failed
+
+    async def expire(self, days: float, *, results: bool = False, limit: int = 500) -> int:
+        """Retention: delete the audio of jobs finished more than ``days`` ago (with
+        ``results``, the whole job); at most ``limit`` at a time. How many were touched."""
+        async with self.store.connection() as conn:
+            rows = await conn.fetch(queries.EXPIRED, float(days), results, limit)
+        for job in map(Job.from_row, rows):
+            if results:
+                await self.delete(job.id, job.user_id)
+            else:
+                await self.drop_audio(job)
+        return len(rows)
+
+    async def drop_audio(self, job: Job) -> None:
+        """Delete a job's stored audio (it failed, or its retention ran out); the row says so."""
+        await self.blobs.delete(job.audio_key)
+        await self.store.forget_audio(job.id, job.audio_key)
 
     async def result(self, job: Job) -> TranscriptionResult | None:
         if job.status != "COMPLETED" or not job.result_key:

@@ -10,21 +10,22 @@ cannot overwrite the job.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
 import asyncpg
 
-from serve_app.core.errors import DatabaseUnavailable, InvalidParameter, RateLimited
+from serve_app.core.errors import DatabaseUnavailable, RateLimited
 from serve_app.core.metrics import METRICS
 from serve_app.jobs import queries
+from serve_app.jobs.admission import Quotas, admit
+from serve_app.jobs.cursors import decode_cursor, encode_cursor
 
 NOTIFY_CHANNEL = "stt_jobs"
 
@@ -71,6 +72,9 @@ class Job:
     updated_at: datetime
     request_id: str | None = None
     batch_id: uuid.UUID | None = None
+    reserved_seconds: float = 0.0
+    audio_type: str | None = None
+    result_bytes: int | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Job:
@@ -81,25 +85,6 @@ class Job:
 
 
 # -- SQL ---------------------------------------------------------------------------------------
-def encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, ident = raw.split("|")
-        # In UTC here, so that a stamp PostgreSQL cannot hold (year 10000 once in UTC) is refused
-        # now rather than failing the query.
-        return datetime.fromisoformat(stamp).astimezone(timezone.utc), uuid.UUID(ident)
-    except Exception:
-        raise InvalidParameter(
-            "The cursor is not one this API returned; pass next_cursor from the previous page.",
-            code="invalid_cursor",
-        ) from None
-
-
 class JobStore:
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10, auto_migrate: bool = True):
         self.dsn = dsn
@@ -203,12 +188,18 @@ class JobStore:
         job_id: uuid.UUID | None = None,
         max_concurrent: int = 0,
         request_id: str | None = None,
+        reserved_seconds: float = 0.0,
+        audio_type: str | None = None,
+        quotas: Quotas | None = None,
     ) -> Job:
-        """Insert a job and commit. Async jobs wake the workers (NOTIFY, in the same commit);
-        sync jobs start PROCESSING, leased to the request that runs them, unless the tenant
-        already runs ``max_concurrent`` jobs (0: no limit): then RateLimited."""
+        """Insert a job and commit. Async jobs wake the workers (NOTIFY, in the same commit),
+        admitted within the tenant's ``quotas`` (reserving ``reserved_seconds``); sync jobs
+        start PROCESSING, leased to the request that runs them, unless the tenant already runs
+        ``max_concurrent`` jobs (0: no limit): then RateLimited."""
         status = "PROCESSING" if sync_owner else "PENDING"
         async with self.connection() as conn, conn.transaction():
+            if quotas is not None:
+                await admit(conn, user_id, quotas, jobs=1, seconds=reserved_seconds, size=audio_bytes or 0)
             if sync_owner and max_concurrent:
                 await conn.execute(queries.TENANT_LOCK, user_id)
                 running = await conn.fetchval(queries.RUNNING, user_id)
@@ -237,6 +228,8 @@ class JobStore:
                 sync_owner,
                 float(sync_lease_s),
                 request_id,
+                float(reserved_seconds),
+                audio_type,
             )
             if status == "PENDING":
                 await conn.execute(queries.NOTIFY, NOTIFY_CHANNEL, str(row["id"]))
@@ -312,11 +305,13 @@ class JobStore:
         async with self.connection() as conn:
             return [(r["id"], r["status"]) for r in await conn.fetch(queries.EXPIRE_LEASES)]
 
-    async def claim(self, owner: str, lease_s: float, max_concurrent: int = 0) -> Job | None:
-        """The oldest PENDING job of a tenant running fewer than its limit of jobs
-        (``max_concurrent`` where the tenant sets none; 0: no limit)."""
+    async def claim(
+        self, owner: str, lease_s: float, max_concurrent: int = 0, audio_hours_per_day: float = 0.0
+    ) -> Job | None:
+        """A PENDING job, tenants in turn: see queries.CLAIM (``max_concurrent`` and
+        ``audio_hours_per_day`` where the tenant sets none; 0: no limit)."""
         async with self.connection() as conn:
-            row = await conn.fetchrow(queries.CLAIM, owner, float(lease_s), max_concurrent)
+            row = await conn.fetchrow(queries.CLAIM, owner, float(lease_s), max_concurrent, float(audio_hours_per_day))
         return Job.from_row(row) if row else None
 
     async def renew(self, job_id: uuid.UUID, owner: str, lease_s: float, progress: float | None = None) -> bool:
@@ -340,6 +335,7 @@ class JobStore:
         language: str | None,
         processing_seconds: float,
         model: str | None = None,
+        result_bytes: int | None = None,
     ) -> Job | None:
         """Mark done, fenced by the lease; None when this owner no longer holds the job.
         ``model``: the one that ran it, when the job asked for ``auto``."""
@@ -354,6 +350,7 @@ class JobStore:
                 language,
                 processing_seconds,
                 model,
+                result_bytes,
             )
         return Job.from_row(row) if row else None
 
@@ -374,6 +371,10 @@ class JobStore:
     ) -> None:
         async with self.connection() as conn:
             await conn.execute(queries.RECORD_DELIVERY, job_id, url, event, attempt, status_code, error, delivered)
+
+    async def forget_audio(self, job_id: uuid.UUID, key: str) -> None:
+        async with self.connection() as conn:
+            await conn.execute(queries.FORGET_AUDIO, job_id, key)
 
     async def deliveries(self, job_id: uuid.UUID) -> list[dict]:
         async with self.connection() as conn:

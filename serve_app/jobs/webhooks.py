@@ -1,111 +1,74 @@
-"""Webhook delivery: a signed POST when a job completes or fails, retried with backoff.
+"""Webhook delivery: a signed POST when a job or a batch ends, retried with backoff.
 
-Signature: ``X-STT-Signature: sha256=<hex>``, the HMAC-SHA256 of the exact request body with
-the job's tenant's key: ``tenant_secret(STT_WEBHOOK_SECRET, tenant)``, which a tenant reads at
-``GET /api/v1/webhook-secret`` (it is derived, never stored). ``X-STT-Event`` is ``job.completed`` or ``job.failed``;
-``X-STT-Delivery`` is ``<job id>:<attempt>``. A receiver verifies with
-``hmac.compare_digest(header, "sha256=" + hmac.new(secret, body, sha256).hexdigest())``.
+Signed as the Standard Webhooks specification says (standardwebhooks.com), so a receiver can
+use any of its libraries: ``webhook-id`` (the same on every attempt of one message),
+``webhook-timestamp`` (Unix seconds of this attempt) and ``webhook-signature``: ``v1,`` and the
+base64 HMAC-SHA256 of ``{id}.{timestamp}.{body}`` keyed with the tenant's secret
+(``whsec_`` and base64). A receiver refuses a timestamp far from its clock and an id it has
+seen, so a captured delivery cannot be replayed. The secret is derived from the master key
+(STT_WEBHOOK_SECRET), the tenant and the secret's generation, and never stored; a tenant reads
+it at ``GET /api/v1/webhook-secret`` and rotates it with ``POST /api/v1/webhook-secret/rotate``
+(for a day after, deliveries carry the old generation's signature too). ``X-STT-Event`` names
+the event, ``X-STT-Delivery`` is ``<id>:<attempt>``.
+
+Bounded for a worker that serves every tenant: the receiver's answer body is never read (only
+its status line and headers, which the HTTP parser caps), one attempt has a total deadline (a
+receiver trickling a byte at a time cannot hold it), and deliveries wait in a bounded queue
+with a share per tenant; past either bound a delivery is dropped, logged and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
-import socket
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import httpx
 
-from serve_app.core.errors import InvalidParameter
 from serve_app.core.metrics import METRICS
+from serve_app.jobs import webhook_secrets
+from serve_app.jobs.webhook_targets import WebhookRefused, check_webhook_url, pinned
 
 log = logging.getLogger(__name__)
-SIGNATURE_HEADER = "X-STT-Signature"
-RESOLVE_TIMEOUT_S = 5.0
-MAX_URL_CHARS = 2000
+SECRET_PREFIX = "whsec_"
+TOLERANCE_S = 300  # how far from now a receiver should accept webhook-timestamp
 
 
-class WebhookRefused(InvalidParameter):
-    """A webhook URL the service will not call: malformed, unresolvable, or inside the network."""
-
-    code = "invalid_webhook_url"
-
-
-def tenant_secret(master: str, tenant: str) -> str:
-    """The key a tenant's webhooks are signed with: one per tenant, derived from the master key."""
-    return hmac.new(master.encode(), f"webhook:{tenant}".encode(), hashlib.sha256).hexdigest()
+def tenant_secret(master: str, tenant: str, generation: int = 0) -> str:
+    """The secret a tenant's webhooks are signed with in one generation, in Standard
+    Webhooks' form: derived from the master key, so nothing secret is stored."""
+    key = hmac.new(master.encode(), f"webhook:{tenant}:{generation}".encode(), hashlib.sha256).digest()
+    return SECRET_PREFIX + base64.b64encode(key).decode()
 
 
-async def check_webhook_url(url: str, allow: Sequence[str] = ()) -> str | None:
-    """Refuse URLs that would turn the service on its own network (SSRF): every address the
-    host resolves to must be public, unless the host or a network it is in is in ``allow``
-    (STT_WEBHOOK_ALLOW_HOSTS: host names, addresses or CIDRs of internal receivers).
+def _key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
 
-    Returns the checked address to connect to (None for a host allowed by name)."""
-    if len(url) > MAX_URL_CHARS or not url.isprintable():
-        raise WebhookRefused(f"webhook_url must be printable and at most {MAX_URL_CHARS} characters.")
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """One ``v1,<base64>`` signature of a message."""
+    digest = hmac.new(_key(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def verify(secret: str, headers, body: bytes, *, now: float | None = None, tolerance: int = TOLERANCE_S) -> bool:
+    """What a receiver does: the timestamp is recent and one of the signatures is ours."""
     try:
-        parts = urlsplit(url)
-        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        raise WebhookRefused(f"webhook_url is not a URL: {exc}.") from None
-    if parts.scheme not in ("http", "https") or not host:
-        raise WebhookRefused("webhook_url must be an http:// or https:// URL with a host.")
-    if host in allow:
-        return None
-    try:
-        found = await asyncio.wait_for(
-            asyncio.to_thread(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S
-        )
-    except (OSError, asyncio.TimeoutError):
-        raise WebhookRefused(f"webhook_url's host '{host}' cannot be resolved.") from None
-    networks = [ipaddress.ip_network(a, strict=False) for a in allow if _is_network(a)]
-    for *_, sockaddr in found:
-        address = ipaddress.ip_address(sockaddr[0].split("%")[0])
-        address = getattr(address, "ipv4_mapped", None) or address  # ::ffff:127.0.0.1 is loopback
-        if any(address in net for net in networks):
-            continue
-        if not address.is_global or address.is_multicast:
-            raise WebhookRefused(
-                f"webhook_url's host '{host}' is {address}: loopback, private, link-local, multicast and "
-                "reserved addresses are refused (STT_WEBHOOK_ALLOW_HOSTS admits internal receivers)."
-            )
-    return found[0][-1][0]
-
-
-def pinned(url: str, address: str | None) -> tuple[str, dict, dict]:
-    """The URL, headers and httpx extensions that connect to ``address`` (the one checked)
-    while the receiver still sees its own host name (Host header, TLS SNI and certificate)."""
-    if address is None:
-        return url, {}, {}
-    parts = urlsplit(url)
-    host = f"[{address}]" if ":" in address else address
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    headers = {"Host": parts.netloc.rsplit("@", 1)[-1]}
-    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
-    return parts._replace(netloc=netloc).geturl(), headers, extensions
-
-
-def _is_network(text: str) -> bool:
-    try:
-        ipaddress.ip_network(text, strict=False)
-    except ValueError:
+        msg_id, timestamp = headers["webhook-id"], int(headers["webhook-timestamp"])
+        offered = headers["webhook-signature"].split()
+    except (KeyError, ValueError):
         return False
-    return True
-
-
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def verify(secret: str, body: bytes, signature: str) -> bool:
-    return hmac.compare_digest(sign(secret, body), signature or "")
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = sign(secret, msg_id, timestamp, body)
+    return any(hmac.compare_digest(expected, candidate) for candidate in offered)
 
 
 @dataclass
@@ -113,70 +76,130 @@ class WebhookSender:
     secret: str  # the master key; each tenant's deliveries are signed with its tenant_secret
     max_attempts: int = 5
     backoff_seconds: float = 1.0
-    timeout_seconds: float = 10.0
+    timeout_seconds: float = 10.0  # one attempt, connection to answer, in all
     allow: Sequence[str] = field(default_factory=tuple)  # see check_webhook_url
+    max_pending: int = 1000  # deliveries a worker holds (sending or waiting to)
+    max_pending_per_tenant: int = 100
+    concurrency: int = 32  # attempts in flight at once
+    secrets: object = None  # where generations are kept (a JobStore); None: generation 0
+
+    def __post_init__(self):
+        self._pending: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task] = set()
+        self._slots = asyncio.Semaphore(self.concurrency)
 
     @classmethod
-    def from_settings(cls, cfg) -> WebhookSender | None:
+    def from_settings(cls, cfg, secrets=None) -> WebhookSender | None:
         """None when webhooks are off (no STT_WEBHOOK_SECRET)."""
         if not cfg.webhook_secret:
             return None
         return cls(
-            cfg.webhook_secret,
+            cfg.secret("webhook_secret"),
             max_attempts=cfg.webhook_max_attempts,
             backoff_seconds=cfg.webhook_backoff_seconds,
             timeout_seconds=cfg.webhook_timeout_seconds,
             allow=cfg.webhook_allow_hosts,
+            secrets=secrets,
         )
 
-    async def deliver(self, store, job, event: str, payload: dict) -> bool:
-        """POST until a 2xx or attempts run out; every attempt is recorded in the store."""
-        job_id, url = job.id, job.webhook_url
+    @property
+    def pending(self) -> int:
+        return sum(self._pending.values())
+
+    def submit(self, recorder, target, event: str, payload: dict) -> bool:
+        """Queue a delivery (``deliver`` in a task); False when a bound refuses it."""
+        tenant = target.user_id
+        if self.pending >= self.max_pending or self._pending[tenant] >= self.max_pending_per_tenant:
+            METRICS.webhook("dropped")
+            log.warning("webhook %s for %s dropped: %s deliveries pending", event, target.id, self._pending[tenant])
+            return False
+        self._pending[tenant] += 1
+        task = asyncio.create_task(self.deliver(recorder, target, event, payload))
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._done(t, tenant))
+        return True
+
+    def _done(self, task: asyncio.Task, tenant: str) -> None:
+        self._tasks.discard(task)
+        self._pending[tenant] -= 1
+        if self._pending[tenant] <= 0:
+            del self._pending[tenant]
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def signing_secrets(self, tenant: str) -> list[str]:
+        """The secrets a delivery is signed with now: the current generation, and the previous
+        one for a day after a rotation."""
+        generation, previous_too = (0, False)
+        if self.secrets is not None:
+            generation, previous_too = await webhook_secrets.current(self.secrets, tenant)
+        secrets = [tenant_secret(self.secret, tenant, generation)]
+        if previous_too and generation > 0:
+            secrets.append(tenant_secret(self.secret, tenant, generation - 1))
+        return secrets
+
+    async def deliver(self, recorder, target, event: str, payload: dict) -> bool:
+        """POST until a 2xx or attempts run out; every attempt is recorded by ``recorder``."""
+        target_id, url = target.id, target.webhook_url
         body = json.dumps(payload, default=str).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "X-STT-Event": event,
-            SIGNATURE_HEADER: sign(tenant_secret(self.secret, job.user_id), body),
-        }
-        if job.request_id:  # the request that made the job, as its log line names it
-            headers["X-Request-ID"] = job.request_id
-        async with httpx.AsyncClient(timeout=self.timeout_seconds) as client:
+        msg_id = f"msg_{target_id}_{event.replace('.', '_')}"
+        headers = {"Content-Type": "application/json", "X-STT-Event": event, "webhook-id": msg_id}
+        if getattr(target, "request_id", None):  # the request that made the job, as its log line names it
+            headers["X-Request-ID"] = target.request_id
+        secrets = await self.signing_secrets(target.user_id)
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=self.timeout_seconds, limits=limits) as client:
             for attempt in range(1, self.max_attempts + 1):
-                status, error = None, None
                 try:
                     # Again at delivery: what the name resolves to may have changed since, and
                     # the connection goes to the address checked now, not to a second lookup.
                     address = await check_webhook_url(url, self.allow)
                 except WebhookRefused as exc:
                     METRICS.webhook("refused")
-                    await self._record(store, job_id, url, event, attempt, None, f"refused: {exc.message}", False)
+                    await self._record(recorder, target_id, url, event, attempt, None, f"refused: {exc.message}", False)
                     return False
-                target, host, extensions = pinned(url, address)
-                try:
-                    response = await client.post(
-                        target,
-                        content=body,
-                        headers={**headers, **host, "X-STT-Delivery": f"{job_id}:{attempt}"},
-                        extensions=extensions,
-                    )
-                    status = response.status_code
-                    if not 200 <= status < 300:
-                        error = f"HTTP {status}"
-                except httpx.HTTPError as exc:
-                    error = f"{type(exc).__name__}: {exc}"
+                stamp = int(time.time())
+                signed = {
+                    **headers,
+                    "webhook-timestamp": str(stamp),
+                    "webhook-signature": " ".join(sign(s, msg_id, stamp, body) for s in secrets),
+                    "X-STT-Delivery": f"{target_id}:{attempt}",
+                }
+                async with self._slots:
+                    status, error = await self._attempt(client, url, address, body, signed)
                 delivered = error is None
                 METRICS.webhook("delivered" if delivered else "retried" if attempt < self.max_attempts else "failed")
-                await self._record(store, job_id, url, event, attempt, status, error, delivered)
+                await self._record(recorder, target_id, url, event, attempt, status, error, delivered)
                 if delivered:
                     return True
                 if attempt < self.max_attempts:
                     await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
-        log.warning("webhook for job %s to %s failed after %s attempts", job_id, url, self.max_attempts)
+        log.warning("webhook for %s to %s failed after %s attempts", target_id, url, self.max_attempts)
         return False
 
-    @staticmethod
-    async def _record(store, job_id, url, event, attempt, status, error, delivered) -> None:
+    async def _attempt(self, client, url, address, body, headers) -> tuple[int | None, str | None]:
+        """One POST under a total deadline; the answer's status only, its body never read."""
+        target, host, extensions = pinned(url, address)
         try:
-            await store.record_delivery(job_id, url, event, attempt, status, error, delivered)
+            async with asyncio.timeout(self.timeout_seconds):
+                request = client.build_request(
+                    "POST", target, content=body, headers={**headers, **host}, extensions=extensions
+                )
+                response = await client.send(request, stream=True)
+                await response.aclose()  # the body stays unread: a receiver cannot fill the worker
+        except TimeoutError:
+            return None, f"no answer within {self.timeout_seconds:g} s"
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:500]
+        status = response.status_code
+        return status, None if 200 <= status < 300 else f"HTTP {status}"
+
+    @staticmethod
+    async def _record(recorder, target_id, url, event, attempt, status, error, delivered) -> None:
+        try:
+            await recorder.record_delivery(target_id, url, event, attempt, status, error, delivered)
         except Exception:  # a lost record must not stop the delivery itself
-            log.warning("could not record webhook attempt %s of job %s", attempt, job_id)
+            log.warning("could not record webhook attempt %s of %s", attempt, target_id)

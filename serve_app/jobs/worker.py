@@ -25,6 +25,7 @@ from serve_app.jobs.store import Job
 from serve_app.jobs.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
+RETENTION_EVERY_S = 600.0  # how often a worker deletes what is past the retention age
 
 
 # The work of one claimed job: (job, when it started, the lease owner) -> its result.
@@ -38,6 +39,9 @@ class JobWorker:
         run: RunJob,
         *,
         tenant_concurrency: int = 0,
+        tenant_audio_hours: float = 0.0,
+        retention_days: float = 0.0,
+        retention_results: bool = False,
         webhooks: WebhookSender | None = None,
         owner: str | None = None,
         lease_seconds: float = 30.0,
@@ -45,15 +49,19 @@ class JobWorker:
         poll_seconds: float = 5.0,
     ):
         self.jobs, self.store, self.run_job, self.webhooks = jobs, jobs.store, run, webhooks
+        if webhooks is not None and webhooks.secrets is None:
+            webhooks.secrets = self.store  # where tenants' secret generations are kept
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         self.lease_seconds = lease_seconds
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
         # A tenant's running jobs, where its own limit is not set (0: none).
         self.tenant_concurrency = tenant_concurrency
+        self.tenant_audio_hours = tenant_audio_hours  # a tenant's daily audio, where its own is not set
+        self.retention = (retention_days, retention_results)  # 0 days: keep everything
+        self._swept = 0.0  # when retention last ran
         self._wake = asyncio.Event()
         self._running: dict[asyncio.Task, Job] = {}
-        self._background: set[asyncio.Task] = set()
         self._listener = None
         self._loop_task: asyncio.Task | None = None
         self.processed = 0
@@ -80,8 +88,13 @@ class JobWorker:
                     active = await self.store.stats()
                     self.queue_depth = active["queue_depth"]
                     METRICS.active_jobs(active["queue_depth"], active["processing"])
+                    if self.retention[0] and time.monotonic() - self._swept >= RETENTION_EVERY_S:
+                        self._swept = time.monotonic()
+                        await self.jobs.expire(self.retention[0], results=self.retention[1])
                 while len(self._running) < self.concurrency:
-                    job = await self.store.claim(self.owner, self.lease_seconds, self.tenant_concurrency)
+                    job = await self.store.claim(
+                        self.owner, self.lease_seconds, self.tenant_concurrency, self.tenant_audio_hours
+                    )
                     if job is None:
                         break
                     task = asyncio.create_task(self._process(job))
@@ -120,9 +133,11 @@ class JobWorker:
         if self._loop_task is not None:
             self._loop_task.cancel()  # claim nothing more
         running = dict(self._running)
-        for task in list(running) + list(self._background):
+        for task in running:
             task.cancel()
-        await asyncio.gather(*running, *self._background, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
+        if self.webhooks is not None:
+            await self.webhooks.close()  # deliveries under way end with the worker
         for job in running.values():
             try:
                 if await self.store.release(job.id, self.owner):
@@ -194,14 +209,10 @@ class JobWorker:
             return
         target, summary = ended
         payload = {"event": "batch.ended", "id": str(target.id), "request_id": target.request_id, **summary}
-        task = asyncio.create_task(self.webhooks.deliver(BatchDeliveries(self.store), target, "batch.ended", payload))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.webhooks.submit(BatchDeliveries(self.store), target, "batch.ended", payload)
 
     def _notify(self, job: Job, event: str, extra: dict) -> None:
         if not job.webhook_url or self.webhooks is None:
             return
         payload = {"event": event, "id": str(job.id), "request_id": job.request_id, "status": job.status, **extra}
-        task = asyncio.create_task(self.webhooks.deliver(self.store, job, event, payload))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.webhooks.submit(self.store, job, event, payload)

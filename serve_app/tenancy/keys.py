@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from serve_app.core.errors import Forbidden, InvalidParameter, Unauthorized
-from serve_app.core.settings import Settings
+from serve_app.core.settings import Settings, is_loopback
 from serve_app.jobs.store import JobStore
 from serve_app.tenancy import queries
 from serve_app.tenancy.limits import Limits
@@ -45,6 +45,13 @@ def check_tenant(name: str, param: str = "tenant") -> str:
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
+
+
+def host_name(host: str) -> str:
+    """A Host header without its port: ``a:80`` -> ``a``, ``[::1]:80`` -> ``[::1]``."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,8 @@ class KeyStore:
                 limits.requests_per_minute,
                 limits.max_concurrent,
                 limits.audio_hours_per_day,
+                limits.max_queued,
+                limits.storage_gb,
             )
         return Limits.from_row(row)
 
@@ -160,9 +169,15 @@ class Authenticator:
             requests_per_minute=settings.limit_requests_per_minute,
             max_concurrent=settings.limit_max_concurrent,
             audio_hours_per_day=settings.limit_audio_hours_per_day,
+            max_queued=settings.limit_max_queued,
+            storage_gb=settings.limit_storage_gb,
         )
         self._cache: dict[str, tuple[float, object]] = {}
         self._keys_exist: tuple[float, bool] = (0.0, False)
+
+    def _open_host(self, host: str) -> bool:
+        name = host_name(host)
+        return is_loopback(name) or name.lower() in {h.lower() for h in self.settings.open_hosts}
 
     def forget(self, key_id: str) -> None:
         self._cache.pop(key_id, None)
@@ -178,12 +193,21 @@ class Authenticator:
             self._keys_exist = (time.monotonic(), exist)
         return exist
 
-    async def authenticate(self, given: str | None) -> Principal:
+    async def authenticate(self, given: str | None, host: str | None = None) -> Principal:
+        """The caller of a request with key ``given`` and Host header ``host``. An open service
+        (no key yet) answers loopback host names only: a DNS-rebinding web page, whose requests
+        carry its own host name, cannot read or delete transcripts through a local browser."""
         if not await self.required():
+            if host is not None and not self._open_host(host):
+                raise Forbidden(
+                    f"This service has no API keys and answers only requests to localhost; Host '{host[:100]}' "
+                    "is refused (create a key, or list the name in STT_OPEN_HOSTS).",
+                    code="host_not_allowed",
+                )
             return Principal(self.settings.default_user)
         if not given:
             raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
-        bootstrap = self.settings.api_key
+        bootstrap = self.settings.secret("api_key")
         if bootstrap and hmac.compare_digest(given.encode(), bootstrap.encode()):
             return Principal(self.settings.default_user, "admin", "bootstrap", self.defaults)
         match = KEY.fullmatch(given)

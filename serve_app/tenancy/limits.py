@@ -7,7 +7,11 @@
   transcription starts (429 over the limit) and when a worker claims a job (the tenant's other
   jobs wait in the queue).
 - **Audio hours per day**: what a tenant transcribed in this UTC day (``tenant_usage``, added
-  when a job completes; deleting jobs gives nothing back). Checked when a transcription starts.
+  when a job completes; deleting jobs gives nothing back), plus what its queued and running
+  async jobs reserve (serve_app/jobs/admission.py). Checked when a transcription starts, for
+  an async job or a batch with the audio it states, before it is accepted.
+- **Queued jobs** and **stored bytes** (audio and results kept): checked when async jobs are
+  submitted (serve_app/jobs/admission.py).
 
 Headers: every response of a limited route carries the IETF ``RateLimit-Policy`` and
 ``RateLimit`` fields (draft-ietf-httpapi-ratelimit-headers), and on ``/v1`` OpenAI's
@@ -25,6 +29,7 @@ from serve_app.core.errors import RateLimited
 from serve_app.tenancy import queries
 
 BURST_FRACTION = 0.05
+BAD_KEY_BURST = 10
 
 
 @dataclass(frozen=True)
@@ -34,10 +39,18 @@ class Limits:
     requests_per_minute: int | None = None
     max_concurrent: int | None = None
     audio_hours_per_day: float | None = None
+    max_queued: int | None = None
+    storage_gb: float | None = None
 
     @classmethod
     def from_row(cls, row) -> Limits:
-        return cls(row["requests_per_minute"], row["max_concurrent"], row["audio_hours_per_day"])
+        return cls(
+            row["requests_per_minute"],
+            row["max_concurrent"],
+            row["audio_hours_per_day"],
+            row["max_queued"],
+            row["storage_gb"],
+        )
 
     def over(self, defaults: Limits) -> Limits:
         """These limits, with the defaults where none is set."""
@@ -78,6 +91,21 @@ class RateLimiter:
 
     def __init__(self, store):
         self.store = store
+
+    async def hit_bad_key(self, address: str, per_minute: int) -> None:
+        """Count a request whose key was wrong, from ``address``; RateLimited past
+        ``per_minute`` (a bucket of its own per address, beside the tenants')."""
+        interval = 60.0 / per_minute
+        allowance = max(burst(per_minute), BAD_KEY_BURST) * interval  # a person mistyping is never refused
+        async with self.store.connection() as conn:
+            row = await conn.fetchrow(queries.RATE_HIT, f"bad-key:{address[:64]}", interval, allowance)
+        if row["ahead"] is None:
+            wait = row["prior_ahead"] - (allowance - interval)
+            raise RateLimited(
+                f"Too many requests with a wrong API key from {address[:64]}; retry in {wait:.0f} s.",
+                retry_after=wait,
+                code="too_many_bad_keys",
+            )
 
     async def hit(self, tenant: str, limits: Limits, *, transcription: bool, openai: bool = False) -> Window | None:
         """Count one request; raise RateLimited over a limit. None when nothing limits it."""

@@ -16,14 +16,15 @@ UPDATE api_keys AS k
 SET last_used_at = CASE WHEN k.revoked_at IS NULL THEN now() ELSE k.last_used_at END
 FROM tenants AS t
 WHERE k.id = $1 AND t.tenant = k.tenant
-RETURNING k.*, t.requests_per_minute, t.max_concurrent, t.audio_hours_per_day"""
+RETURNING k.*, t.requests_per_minute, t.max_concurrent, t.audio_hours_per_day, t.max_queued, t.storage_gb"""
 ANY_KEYS = "SELECT EXISTS (SELECT 1 FROM api_keys)"  # revoked keys count: never open again
 SET_LIMITS = """
-INSERT INTO tenants AS t (tenant, requests_per_minute, max_concurrent, audio_hours_per_day)
-VALUES ($1, $2, $3, $4)
+INSERT INTO tenants AS t (tenant, requests_per_minute, max_concurrent, audio_hours_per_day, max_queued, storage_gb)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (tenant) DO UPDATE
 SET requests_per_minute = EXCLUDED.requests_per_minute, max_concurrent = EXCLUDED.max_concurrent,
-    audio_hours_per_day = EXCLUDED.audio_hours_per_day, updated_at = now()
+    audio_hours_per_day = EXCLUDED.audio_hours_per_day, max_queued = EXCLUDED.max_queued,
+    storage_gb = EXCLUDED.storage_gb, updated_at = now()
 RETURNING *"""
 GET_LIMITS = "SELECT * FROM tenants WHERE tenant = $1"
 # GCRA in one upsert: $2 the emission interval (60 / per minute), $3 the allowance (burst x $2).

@@ -25,6 +25,7 @@ from serve_app.core.errors import InvalidParameter, ModelUnavailable, ServiceErr
 from serve_app.core.results import TranscriptionResult
 from serve_app.core.settings import Settings
 from serve_app.core.transcript import Transcript
+from serve_app.jobs.admission import Quotas
 from serve_app.jobs.leases import kept
 from serve_app.jobs.service import SYNC_OWNER, JobService
 from serve_app.jobs.store import Job
@@ -150,6 +151,8 @@ class TranscriptionService:
             spec=resolved.job_spec(),
             webhook_url=webhook_url,
             request_id=request_id,
+            quotas=Quotas.of(caller.limits),
+            max_seconds=self.settings.max_audio_seconds,
         )
 
     async def transcribe_job(self, job: Job, started: float, owner: str | None = None) -> TranscriptionResult:
@@ -170,7 +173,13 @@ class TranscriptionService:
     def job_worker(self, **options) -> JobWorker:
         """A JobWorker that runs this service's queued jobs (``options``: JobWorker's)."""
         return JobWorker(
-            self.job_service(), self.transcribe_job, tenant_concurrency=self.settings.limit_max_concurrent, **options
+            self.job_service(),
+            self.transcribe_job,
+            tenant_concurrency=self.settings.limit_max_concurrent,
+            tenant_audio_hours=self.settings.limit_audio_hours_per_day,
+            retention_days=self.settings.retention_days,
+            retention_results=self.settings.retention_results,
+            **options,
         )
 
     async def _check_available(self, model: str) -> None:

@@ -525,16 +525,33 @@ async function copyText() {
   setTimeout(() => ($("copied").textContent = ""), 2000);
 }
 
+// The name a download is saved under: the transcript's name from the server's filename*
+// (always the header's last parameter: a match inside the quoted fallback, which holds the
+// uploader's text, is never taken), made a plain file name, with the format's own extension
+// whatever the uploader called the audio (never .html, .exe, ...).
+function downloadName(disposition, format) {
+  const star = /;\s*filename\*=UTF-8''([^;\s"]+)\s*$/.exec(disposition);
+  let name = "";
+  try {
+    name = star ? decodeURIComponent(star[1]) : "";
+  } catch (err) {
+    name = "";
+  }
+  const stem = name
+    .replace(/\.[^.]*$/, "")
+    .replace(/[\u0000-\u001f\u007f\\/:*?"<>|]/g, "_")
+    .replace(/^[\s.]+|[\s.]+$/g, "")
+    .slice(0, 200);
+  return (stem || "transcript") + "." + format;
+}
+
 async function download(format) {
   try {
     const res = await api("/api/v1/transcriptions/" + state.open + "/download?format=" + format);
     const blob = await res.blob();
-    const disposition = res.headers.get("Content-Disposition") || "";
-    const star = /filename\*=UTF-8''([^;]+)/.exec(disposition);
-    const plain = /filename="([^"]+)"/.exec(disposition);
     const a = document.createElement("a");
     a.href = URL.createObjectURL(blob);
-    a.download = star ? decodeURIComponent(star[1]) : plain ? plain[1] : "transcript." + format;
+    a.download = downloadName(res.headers.get("Content-Disposition") || "", format);
     document.body.append(a);
     a.click();
     a.remove();

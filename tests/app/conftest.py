@@ -77,7 +77,7 @@ async def service(job_dsn, blob_settings, catalog, backend_for):
         webhooks=WebhookSender(SECRET, max_attempts=3, backoff_seconds=0.1, allow=[LOOPBACK]),
     )
     loop_task = asyncio.create_task(worker.run())
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stt", timeout=120)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=120)
     yield client, store, blobs, worker, svc
     loop_task.cancel()
     await worker.close()

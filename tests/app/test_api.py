@@ -19,7 +19,7 @@ def client(catalog, backend_for):
     settings = Settings(max_upload_mb=1)
     app = create_app(TranscriptionService(settings, catalog, backend_for(settings)))
     transport = httpx.ASGITransport(app=app)
-    return httpx.AsyncClient(transport=transport, base_url="http://stt")
+    return httpx.AsyncClient(transport=transport, base_url="http://localhost")
 
 
 async def test_system_endpoints(client):
@@ -72,7 +72,7 @@ async def test_an_internal_error_says_nothing_about_internals(catalog):
     app = create_app(TranscriptionService(settings, catalog, Broken()))
     # Starlette sends the 500 and then re-raises for the server's log: let the transport log it too.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://stt") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         response = await client.post("/api/v1/transcriptions", files={"file": ("a.wav", audio("harvard_01.wav"))})
     assert response.status_code == 500
     error = response.json()["error"]
@@ -139,6 +139,6 @@ async def test_without_a_database_job_and_key_routes_say_so(client, catalog, bac
         response = await client.get(path)
         assert response.status_code == 422 and response.json()["error"]["code"] == "jobs_unavailable", path
     admin = create_app(TranscriptionService(Settings(api_key="sk-admin"), catalog, backend_for()))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=admin), base_url="http://stt") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=admin), base_url="http://localhost") as http:
         response = await http.get("/api/v1/admin/keys", headers={"Authorization": "Bearer sk-admin"})
     assert response.status_code == 422 and response.json()["error"]["code"] == "jobs_unavailable"

@@ -95,3 +95,25 @@ async def test_a_batch_of_stored_objects_and_its_refusals(service):
     assert empty.status_code == 422
     assert (await client.get(f"/api/v1/batches/{uuid.uuid4()}")).status_code == 404
     assert (await client.get("/api/v1/batches/nul%00")).status_code in (404, 422)
+
+
+async def test_zip_entries_are_plain_names_that_never_clash_with_the_error_list(service):
+    client, *_ = service
+    clip = audio("harvard_08.wav")
+    names = ["..\\..\\evil.wav", "../../etc/cron.d/x.wav", "ERRORS.wav", "errors.mp3", "C:\\a.wav"]
+    files = [("files", (name, clip)) for name in names] + [("files", ("not-audio.wav", b"nope" * 100))]
+    response = await client.post("/api/v1/batches", files=files, data={"model": "tiny.en"})
+    assert response.status_code == 202, response.text
+    batch_id = response.json()["id"]
+    await wait_batch(client, batch_id)
+    zipped = await client.get(f"/api/v1/batches/{batch_id}/download")
+    assert zipped.status_code == 200 and "content-length" not in zipped.headers  # streamed
+    archive = zipfile.ZipFile(io.BytesIO(zipped.content))
+    assert archive.testzip() is None
+    entries = archive.namelist()
+    assert all("/" not in n and "\\" not in n and ":" not in n and not n.startswith(".") for n in entries), entries
+    # (What names arrive depends on the client's multipart encoding; whatever they are, each is
+    # one plain name, no two alike whatever their case, and the error list keeps its own.)
+    assert len(entries) == 6 and len({n.lower() for n in entries}) == 6, entries
+    assert {"ERRORS (2).txt", "errors (3).txt", "ERRORS.txt"} <= set(entries), entries
+    assert "not-audio.wav" in archive.read("ERRORS.txt").decode()

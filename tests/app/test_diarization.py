@@ -115,8 +115,8 @@ def test_known_speakers_are_named(talks, encoder, found):
 
 
 def sdk_for(app) -> openai.AsyncOpenAI:
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stt", timeout=300)
-    return openai.AsyncOpenAI(api_key="sk-anything", base_url="http://stt/v1", http_client=http, max_retries=0)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=300)
+    return openai.AsyncOpenAI(api_key="sk-anything", base_url="http://localhost/v1", http_client=http, max_retries=0)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,9 @@ async def test_openai_sdk_gets_diarized_json_with_known_names(app, talks):
 
 async def test_rest_diarize_renders_speakers_in_every_format(app, talks):
     talk = talks[0]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stt", timeout=300) as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=300
+    ) as http:
         body = {"model": "tiny.en", "diarize": "true", "min_speakers": "2", "max_speakers": "2"}
         files = {"file": ("talk.wav", talk.path.read_bytes())}
         result = (await http.post("/api/v1/transcriptions", data=body, files=files)).json()
@@ -201,7 +203,7 @@ async def test_rest_diarize_renders_speakers_in_every_format(app, talks):
     ],
 )
 async def test_bad_speaker_options_are_4xx(app, fields, param):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stt") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
         files = {"file": ("a.wav", b"RIFF")}
         response = await http.post("/api/v1/transcriptions", data={"model": "tiny.en"} | fields, files=files)
     assert response.status_code == 422, response.text
@@ -246,7 +248,7 @@ async def test_too_short_reference_is_refused(app, talks):
 
 async def test_diarization_off_is_a_clear_400(catalog, backend):
     app = create_app(TranscriptionService(Settings(diarization=False), catalog, backend))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stt") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
         files = {"file": ("a.wav", b"RIFF")}
         response = await http.post("/api/v1/transcriptions", data={"model": "tiny.en", "diarize": "true"}, files=files)
         models = (await http.get("/api/v1/models")).json()

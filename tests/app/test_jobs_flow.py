@@ -23,6 +23,7 @@ from testkit.speech import audio, transcripts, wer
 from tests.app.conftest import SECRET
 from tests.conftest import BOTH_BLOB_STORES
 from tests.job_rows import new_job
+from tests.unit.test_webhooks import INTERNAL_IPV6_FORMS
 from tests.webhook_receiver import WebhookReceiver
 
 
@@ -75,11 +76,18 @@ async def test_async_job_completes_and_downloads(service):
 
 async def test_bad_audio_job_fails_with_reason_and_no_retry(service):
     client, *_ = service
-    response = await client.post(
+    # Bytes that are not audio are refused before a job exists (tests/app/test_abuse.py) ...
+    refused = await client.post(
         "/api/v1/transcriptions", files={"file": ("notes.wav", b"just text" * 100)}, data={"sync": "false"}
     )
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_audio"
+    # ... audio whose end is cut off starts well and fails in the worker, once, not retried.
+    whole = audio("harvard_long.flac")
+    response = await client.post(
+        "/api/v1/transcriptions", files={"file": ("cut.flac", whole[: len(whole) // 2])}, data={"sync": "false"}
+    )
     body = await wait_done(client, response.json()["id"])
-    assert body["status"] == "FAILED" and "not audio" in body["error"] and body["attempts"] == 1
+    assert body["status"] == "FAILED" and "truncated" in body["error"] and body["attempts"] == 1
     download = await client.get(f"/api/v1/transcriptions/{body['id']}/download")
     assert download.status_code == 409
 
@@ -179,12 +187,18 @@ async def test_webhook_is_signed_and_retried(service):
         receiver.close()
     assert [d["answered"] for d in receiver.deliveries] == [500, 503, 200]
     last = receiver.deliveries[-1]
-    # signed with the tenant's own key (derived from the master key), not the master key itself
-    assert verify(tenant_secret(SECRET, "default"), last["body"], last["headers"]["X-STT-Signature"])
-    assert not verify(SECRET, last["body"], last["headers"]["X-STT-Signature"])
-    assert not verify(tenant_secret(SECRET, "other"), last["body"], last["headers"]["X-STT-Signature"])
+    # Standard Webhooks: signed with the tenant's own secret (derived from the master key, not
+    # the master key itself) over id.timestamp.body; one id for every attempt of the message.
+    headers, body = last["headers"], last["body"]
+    assert verify(tenant_secret(SECRET, "default"), headers, body)
+    assert not verify(tenant_secret(SECRET, "other"), headers, body)
+    assert not verify(tenant_secret(SECRET, "default"), headers, body + b" ")
+    replayed_later = int(headers["webhook-timestamp"]) + 3600
+    assert not verify(tenant_secret(SECRET, "default"), headers, body, now=replayed_later)
+    assert len({d["headers"]["webhook-id"] for d in receiver.deliveries}) == 1
     secret = (await client.get("/api/v1/webhook-secret")).json()
-    assert secret == {"tenant": "default", "secret": tenant_secret(SECRET, "default")}
+    assert secret == {"tenant": "default", "generation": 0, "secret": tenant_secret(SECRET, "default")}
+    assert secret["secret"].startswith("whsec_")
     assert last["json"]["event"] == "job.completed" and last["json"]["id"] == job_id
     assert "birch" not in last["json"]["result"]["text"] and last["json"]["result"]["text"]
     await asyncio.sleep(0.3)
@@ -258,6 +272,7 @@ async def test_webhooks_into_the_network_are_refused_at_submission_and_at_delive
         "http://127.0.0.2:5432/",
         "http://169.254.169.254/latest/meta-data/",
         "http://[::1]:8265/api/jobs/",
+        *INTERNAL_IPV6_FORMS,
     ):
         response = await client.post(
             "/api/v1/transcriptions",
@@ -277,6 +292,14 @@ async def test_webhooks_into_the_network_are_refused_at_submission_and_at_delive
     assert sent is False and receiver.deliveries == []
     [attempt] = await store.deliveries(job.id)
     assert not attempt["delivered"] and attempt["error"].startswith("refused: webhook_url's host '127.0.0.1'")
+    # A URL that passed at submission but points inside at delivery (a name that now resolves
+    # elsewhere reads the same to the sender) is refused there too, in every IPv6 spelling.
+    for url in INTERNAL_IPV6_FORMS:
+        job = await new_job(store, filename="hook.wav", webhook_url=url)
+        sender = WebhookSender(SECRET, max_attempts=1)
+        assert await sender.deliver(store, job, "job.completed", {"id": str(job.id)}) is False
+        [attempt] = await store.deliveries(job.id)
+        assert attempt["error"].startswith("refused: webhook_url's host"), (url, attempt["error"])
 
 
 async def test_the_request_id_is_carried_into_the_job_row_and_its_webhook(service):

@@ -37,7 +37,7 @@ async def test_migrations_are_idempotent(store):
     assert await store.migrate() == []
     async with store.connection() as conn:
         versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")]
-    assert versions == [1, 2, 3, 4, 5]
+    assert versions == [1, 2, 3, 4, 5, 6, 7]
 
 
 async def test_claims_never_overlap(store):
@@ -156,7 +156,7 @@ async def test_queries_use_the_seed_indexes(store):
 
         plans["stats"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.STATS, "bulk"))
         plans["active"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.ACTIVE, None))
-        plans["claim"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.CLAIM, "w", 1.0, 16))
+        plans["claim"] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + queries.CLAIM, "w", 1.0, 16, 24.0))
         await conn.execute("DELETE FROM transcription_jobs WHERE user_id LIKE 'bulk%'")
     seed = (
         "idx_jobs_user_status_created",
@@ -165,11 +165,12 @@ async def test_queries_use_the_seed_indexes(store):
         "idx_jobs_failed",
         "idx_jobs_active_status",
         "idx_jobs_filename_fts",
+        "idx_jobs_user_active",  # 007: a tenant's queued and running jobs (admission)
     )
     for name, plan in plans.items():
         assert any(index in plan for index in seed), (name, plan)
     assert "idx_jobs_filename_fts" in plans["search"]
-    assert "idx_jobs_active_status" in plans["active"]
+    assert "idx_jobs_active_status" in plans["active"] or "idx_jobs_user_active" in plans["active"]
 
 
 async def test_database_down_is_a_503_error():

@@ -40,7 +40,7 @@ async def short_leases(job_dsn, catalog, backend_for, tmp_path):
         app, service = app_of(settings, catalog, backend_for(settings, blobs), JobService(store, blobs, max_attempts=2))
         worker = service.job_worker(lease_seconds=LEASE, poll_seconds=0.2)
         made.append((worker, asyncio.create_task(worker.run()), store))
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stt", timeout=300)
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=300)
         return client, store, blobs
 
     made = []

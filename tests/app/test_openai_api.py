@@ -18,8 +18,8 @@ from testkit.speech import audio, transcripts, wer
 
 
 def sdk_for(app, api_key: str = "sk-anything") -> openai.AsyncOpenAI:
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stt")
-    return openai.AsyncOpenAI(api_key=api_key, base_url="http://stt/v1", http_client=http, max_retries=0)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
+    return openai.AsyncOpenAI(api_key=api_key, base_url="http://localhost/v1", http_client=http, max_retries=0)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ async def test_api_key_is_checked_when_configured(catalog, backend_for):
     )
     assert "birch" in result.lower()
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://stt") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
         assert (await http.get("/api/v1/health")).status_code == 200  # probes need no key
         refused = await http.get("/api/v1/transcriptions")
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"

@@ -88,12 +88,12 @@ async def read_events(client, job_id, *, until=("completed", "failed"), timeout=
 
 
 async def test_a_long_async_job_reports_progress_and_partial_texts_as_it_goes(service, monkeypatch, five_minutes):
-    import serve_app.api.routers.events
     import serve_app.transcription.progress
+    import serve_app.transcription.watch
 
     # Many reports, and a close look at them, within a short test.
     monkeypatch.setattr(serve_app.transcription.progress, "FLUSH_SECONDS", 0.2)
-    monkeypatch.setattr(serve_app.api.routers.events, "POLL_SECONDS", 0.1)
+    monkeypatch.setattr(serve_app.transcription.watch, "POLL_SECONDS", 0.1)
     client, store, *_ = service
     data, reference, seconds = five_minutes
     response = await client.post("/api/v1/transcriptions", files={"file": ("talk.mp3", data)}, data={"sync": "false"})

@@ -45,6 +45,7 @@ def keyed_settings(keyed_dsn, tmp_path_factory):
         blob_url=f"file://{tmp_path_factory.mktemp('tenancy-blobs')}",
         auth_cache_seconds=TTL,
         webhook_secret="tenancy-tests-webhook-secret",
+        limit_bad_keys_per_minute=0,  # wrong keys on purpose, many (tests/app/test_abuse.py checks that limit)
     )
 
 
@@ -55,7 +56,7 @@ async def app(keyed_settings, catalog, backend_for):
     blobs = BlobStore.from_settings(settings)
     service = TranscriptionService(settings, catalog, backend_for(settings, blobs), JobService(store, blobs))
     api = create_app(service)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://stt", timeout=120)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://localhost", timeout=120)
     yield client, store, api
     await client.aclose()
     await store.close()
@@ -206,8 +207,8 @@ async def test_no_tenant_reaches_another_tenants_objects(app, keys):
         sync_id = await sync_job(client, key, f"{tenant}-secret-meeting.wav")
         sdk = openai.AsyncOpenAI(
             api_key=key,
-            base_url="http://stt/v1",
-            http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app[2]), base_url="http://stt"),
+            base_url="http://localhost/v1",
+            http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app[2]), base_url="http://localhost"),
             max_retries=0,
         )
         await sdk.audio.transcriptions.create(file=(f"{tenant}-openai.wav", audio("harvard_02.wav")), model="tiny.en")
@@ -281,7 +282,7 @@ async def test_no_tenant_reaches_another_tenants_objects(app, keys):
     sync_id, _, async_id = owned["alice"]
     played = await client.get(f"/api/v1/transcriptions/{async_id}/audio", headers=bearer(keys["alice"]))
     assert played.status_code == 200 and played.content == audio("harvard_03.wav")
-    assert played.headers["content-type"] == "audio/x-wav"
+    assert played.headers["content-type"] == "audio/wav"  # the container found at upload
     none = await client.get(f"/api/v1/transcriptions/{sync_id}/audio", headers=bearer(keys["alice"]))
     assert none.status_code == 404 and none.json()["error"]["code"] == "no_audio"
     seen = (await client.get("/api/v1/transcriptions?tenant=alice&limit=100", headers=bearer(keys["ops"]))).json()
@@ -312,8 +313,8 @@ async def test_requests_per_minute_answer_429_with_the_ietf_and_openai_headers(a
     assert {"x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", "ratelimit"} <= set(on_v1.headers)
     sdk = openai.AsyncOpenAI(
         api_key=key,
-        base_url="http://stt/v1",
-        http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app[2]), base_url="http://stt"),
+        base_url="http://localhost/v1",
+        http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app[2]), base_url="http://localhost"),
         max_retries=0,
     )
     with pytest.raises(openai.RateLimitError) as caught:
@@ -383,7 +384,7 @@ async def test_the_bootstrap_key_is_an_admin_of_the_default_tenant(keyed_setting
     boot = keyed_settings.model_copy(update={"api_key": "bootstrap-admin-key-for-tests"})
     store, blobs = JobStore(boot.database_url), BlobStore.from_settings(boot)
     api = create_app(TranscriptionService(boot, catalog, backend_for(boot, blobs), JobService(store, blobs)))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://stt") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://localhost") as client:
         listed = await client.get("/api/v1/admin/keys", headers=bearer("bootstrap-admin-key-for-tests"))
         assert listed.status_code == 200 and listed.json()["keys"]
         assert (
@@ -423,6 +424,8 @@ async def test_stt_keys_cli_works_on_the_configured_database(app, keys):
         "requests_per_minute": 5,
         "max_concurrent": 7,
         "audio_hours_per_day": None,
+        "max_queued": None,
+        "storage_gb": None,
     }
     stt("keys", "revoke", made["id"])
     await asyncio.sleep(TTL)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -183,7 +184,10 @@ def cluster(keyed_dsn, s3_server, tmp_path_factory):
     work = tmp_path_factory.mktemp("cluster")
     env = {
         **os.environ,
-        "RAY_AUTH_MODE": "disabled",
+        # Ray's token auth, as docs/OPERATIONS.md has a cluster run: every node and the deploy
+        # share one token.
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
         "PYTHONPATH": str(REPO),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",

@@ -76,6 +76,9 @@ def service(tmp_path_factory, s3_server):
         "job_max_attempts": 5,
         "worker_poll_seconds": 1,
         "worker_concurrency": 8,
+        # Many tests here send wrong keys on purpose, all from 127.0.0.1 (tests/app/test_abuse.py
+        # checks that limit).
+        "limit_bad_keys_per_minute": 0,
         "webhook_secret": WEBHOOK_SECRET,
         "webhook_backoff_seconds": 0.2,
         "data_dir": str(tmp_path_factory.mktemp("serve-data")),

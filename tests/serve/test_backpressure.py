@@ -44,7 +44,7 @@ async def test_full_queue_is_503_with_retry_after(probe, catalog):
     settings = Settings()
     app = create_app(TranscriptionService(settings, catalog, backend))
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://stt", timeout=60) as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=60) as client:
         responses = await asyncio.gather(
             *(
                 client.post("/api/v1/transcriptions", files={"file": ("a.wav", audio("harvard_01.wav"))})

@@ -22,6 +22,16 @@ WAV = audio("harvard_01.wav")
 NUL = "\x00"
 
 
+def tiny_wav(samples: int) -> bytes:
+    out = BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x10\x00" * samples)
+    return out.getvalue()
+
+
 def lying_wav(seconds_claimed: int) -> bytes:
     buf = BytesIO()
     with wave.open(buf, "wb") as w:
@@ -72,6 +82,13 @@ CASES = {
     "zip bytes": (upload(b"PK\x03\x04" + b"\0" * 2000, "a.zip"), 400, None),
     "id3 tag and nothing": (upload(b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\0" * 500, "a.mp3"), 400, None),
     "random bytes": (upload(bytes(range(256)) * 400), 400, None),
+    "wav of a single sample": (upload(tiny_wav(1)), None, None),
+    "wav of a single sample, async": (upload(tiny_wav(1), sync="false"), None, None),
+    "wav of two samples, OpenAI's route": (
+        upload(tiny_wav(2), path="/v1/audio/transcriptions", model="tiny.en"),
+        None,
+        None,
+    ),
     "half a flac": (upload(audio("harvard_long.flac")[:3000], "a.flac"), 400, None),
     "flac bomb (30 min of silence, no length)": (upload(silent_flac(1800), "bomb.flac"), 400, "implausible_audio"),
     "no file field": ({"method": "POST", "url": T, "data": {"model": "tiny.en"}}, 422, "invalid_request"),

@@ -232,6 +232,22 @@ def test_download_srt(transcript, tmp_path):
     assert wer(transcripts()[LONG], " ".join(s.content for s in subtitles)) < 15
 
 
+def test_a_download_is_saved_under_a_plain_name_with_its_formats_extension(page):
+    """The uploader chose the audio's name, and the server's Content-Disposition carries it in
+    its quoted fallback: the page takes the name from filename* only (the header's last
+    parameter), keeps no path, and gives it the format's extension."""
+    cases = {
+        "attachment; filename=\"a;filename*=UTF-8''evil.html\"; filename*=UTF-8''meeting.txt": "meeting.txt",
+        "attachment; filename=\"x\"; filename*=UTF-8''..%2F..%2Fstartup%2Fevil.exe": "_.._startup_evil.txt",
+        "attachment; filename=\"x.html\"; filename*=UTF-8''x.html": "x.txt",
+        "attachment; filename=\"x\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.txt": "日本.txt",
+        "attachment; filename*=UTF-8''%ZZ": "transcript.txt",
+        "": "transcript.txt",
+    }
+    for header, saved in cases.items():
+        assert page.evaluate("([h]) => downloadName(h, 'txt')", [header]) == saved, header
+
+
 def test_jobs_list_survives_a_reload_and_searches(transcript):
     page = transcript
     job_id = page.evaluate("location.hash").removeprefix("#job=")

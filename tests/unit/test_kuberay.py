@@ -13,7 +13,7 @@ from ray.serve.schema import ServeDeploySchema
 from tests.unit.test_build_app import UNUSED_DATABASE, build_from_config
 
 REPO = Path(__file__).resolve().parents[2]
-MANIFEST = yaml.safe_load((REPO / "configs" / "kuberay" / "rayservice.yaml").read_text())
+MANIFEST, POLICY = yaml.safe_load_all((REPO / "configs" / "kuberay" / "rayservice.yaml").read_text())
 SERVE_CONFIG = yaml.safe_load((REPO / "serve_config.yaml").read_text())
 CLUSTER_ONLY_ARGS = {"profile", "device", "auth"}  # what a GPU cluster deploy sets differently
 
@@ -41,6 +41,33 @@ def test_the_manifest_has_what_kuberay_requires():
     assert gpu["minReplicas"] <= gpu["replicas"] <= gpu["maxReplicas"]
     assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert "transcriber" in gpu["rayStartParams"]["resources"] and "cpu_work" in head["rayStartParams"]["resources"]
+
+
+def test_the_control_plane_is_closed():
+    """Ray token auth, the dashboard on the pod's address (never every interface), and a
+    NetworkPolicy that lets clients reach only the Serve port."""
+    cluster = MANIFEST["spec"]["rayClusterConfig"]
+    assert cluster["authOptions"] == {"mode": "token"}
+    head = cluster["headGroupSpec"]
+    assert head["rayStartParams"]["dashboard-host"] == "$(MY_POD_IP)"
+    [container] = head["template"]["spec"]["containers"]
+    pod_ip = next(e for e in container["env"] if e["name"] == "MY_POD_IP")
+    assert pod_ip["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    every = [head, *cluster["workerGroupSpecs"]]
+    for spec in every:
+        for c in spec["template"]["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            assert env.get("RAY_AUTH_MODE", "token") == "token"  # never turned off
+    assert POLICY["kind"] == "NetworkPolicy" and POLICY["spec"]["policyTypes"] == ["Ingress"]
+    labels = POLICY["spec"]["podSelector"]["matchLabels"]
+    assert all(spec["template"]["metadata"]["labels"].items() >= labels.items() for spec in every)
+    open_to_all = [rule for rule in POLICY["spec"]["ingress"] if "from" not in rule]
+    assert [p["port"] for rule in open_to_all for p in rule["ports"]] == [8000]
+    dashboard = [
+        rule for rule in POLICY["spec"]["ingress"] if {"port": 8265, "protocol": "TCP"} in rule.get("ports", [])
+    ]
+    assert dashboard and all("from" in rule for rule in dashboard)
+    assert "0.0.0.0" not in (REPO / "configs" / "kuberay" / "rayservice.yaml").read_text().split("serveConfigV2")[0]
 
 
 def test_serve_config_v2_is_the_same_application_as_serve_config_yaml():

@@ -7,7 +7,26 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.jobs.webhooks import WebhookRefused, check_webhook_url
+from serve_app.jobs.webhook_targets import WebhookRefused, check_webhook_url
+
+# IPv6 spellings that reach an internal IPv4 address through a translator or tunnel, or that
+# are not global themselves (tests/app/test_jobs_flow.py tries them at submission and delivery).
+INTERNAL_IPV6_FORMS = [
+    "http://[64:ff9b::7f00:1]/hook",  # NAT64 (RFC 6052) of 127.0.0.1
+    "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",  # NAT64 of the cloud metadata address
+    "http://[64:ff9b::10.1.2.3]/hook",  # NAT64, dotted
+    "http://[64:ff9b:1::a01:203]/hook",  # NAT64 local-use prefix (RFC 8215)
+    "http://[2002:7f00:1::1]/hook",  # 6to4 of 127.0.0.1
+    "http://[2002:c0a8:101::1]/hook",  # 6to4 of 192.168.1.1
+    "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",  # Teredo
+    "http://[::127.0.0.1]/hook",  # IPv4-compatible (deprecated)
+    "http://[::a9fe:a9fe]/hook",  # IPv4-compatible, hex
+    "http://[::ffff:0:127.0.0.1]/hook",  # SIIT (RFC 6145)
+    "http://[::ffff:a9fe:a9fe]/hook",  # IPv4-mapped, hex
+    "http://[fec0::1]/hook",  # site-local (deprecated)
+    "http://[fc00::1]/hook",  # unique local
+    "http://[2001:db8::1]/hook",  # documentation
+]
 
 
 @pytest.mark.parametrize(
@@ -29,6 +48,7 @@ from serve_app.jobs.webhooks import WebhookRefused, check_webhook_url
         "http:///no-host",
         "http://example.com:99999/hook",
         "http://example.com/\x00",
+        *INTERNAL_IPV6_FORMS,
     ],
 )
 async def test_internal_and_malformed_targets_are_refused(url):
@@ -39,6 +59,9 @@ async def test_internal_and_malformed_targets_are_refused(url):
 
 async def test_public_addresses_and_allowed_internal_receivers_pass():
     await check_webhook_url("https://8.8.8.8/hook")  # an address literal: resolving sends nothing
+    await check_webhook_url("http://[2606:4700:4700::1111]/hook")
+    await check_webhook_url("http://[64:ff9b::808:808]/hook")  # NAT64 of a public address
+    await check_webhook_url("http://[2002:808:808::1]/hook")  # 6to4 of a public address
     await check_webhook_url("http://127.0.0.1:9000/hook", allow=["127.0.0.1"])
     await check_webhook_url("http://10.1.2.3/hook", allow=["10.0.0.0/8"])
     await check_webhook_url("http://localhost:9000/hook", allow=["localhost"])
@@ -49,7 +72,7 @@ async def test_public_addresses_and_allowed_internal_receivers_pass():
 def test_a_delivery_connects_to_the_address_it_checked():
     """The checked address is the one connected to (DNS cannot change between check and
     connect); the receiver still sees its own host name."""
-    from serve_app.jobs.webhooks import pinned
+    from serve_app.jobs.webhook_targets import pinned
 
     assert pinned("https://hooks.example.com:8443/a?b=1", "93.184.216.34") == (
         "https://93.184.216.34:8443/a?b=1",

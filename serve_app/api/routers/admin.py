@@ -35,6 +35,8 @@ class TenantLimits(BaseModel):
     requests_per_minute: int | None = Field(None, ge=0, le=1_000_000)
     max_concurrent: int | None = Field(None, ge=0, le=100_000)
     audio_hours_per_day: float | None = Field(None, ge=0, le=1_000_000)
+    max_queued: int | None = Field(None, ge=0, le=10_000_000)
+    storage_gb: float | None = Field(None, ge=0, le=1_000_000)
 
 
 @router.post("/keys", status_code=201, responses=_ERRORS)

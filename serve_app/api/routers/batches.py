@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from serve_app.api.dependencies import Caller, Context, TranscribingCaller
 from serve_app.api.routers.transcriptions import _ERRORS, DownloadFormat, Options, Tenant, accepted, attachment
@@ -35,10 +35,10 @@ async def create_batch(
         raise InvalidParameter("Send files or keys, not both.", param="keys")
     extra = {"webhook_url": webhook_url or None, "request_id": request.state.request_id}
     if keys:
-        batch = await ctx.batches.submit_keys(caller.tenant, keys, resolved.job_spec(), **extra)
+        batch = await ctx.batches_for(caller).submit_keys(caller.tenant, keys, resolved.job_spec(), **extra)
     else:
         uploads = [service.upload(f) for f in files or []]
-        batch = await ctx.batches.submit_uploads(caller.tenant, uploads, resolved.job_spec(), **extra)
+        batch = await ctx.batches_for(caller).submit_uploads(caller.tenant, uploads, resolved.job_spec(), **extra)
     location = f"/api/v1/batches/{batch['id']}"
     body = batch | {"status": "PENDING", "links": {"self": location, "download": f"{location}/download"}}
     return JSONResponse(body, 202, headers={"Location": location})
@@ -58,10 +58,9 @@ async def download_batch(
 ) -> Response:
     """A zip of every finished transcript in ``format`` (failed files listed in ERRORS.txt)."""
     _, jobs = await ctx.batches.get(batch_id, None if caller.is_admin else caller.tenant)
-    body = await ctx.batches.zip(jobs, BY_EXTENSION.get(format, format))
-    return Response(
-        body, media_type="application/zip", headers={"Content-Disposition": attachment(f"batch-{batch_id}.zip")}
-    )
+    body = ctx.batches.zip(jobs, BY_EXTENSION.get(format, format))
+    headers = {"Content-Disposition": attachment(f"batch-{batch_id}.zip")}
+    return StreamingResponse(body, media_type="application/zip", headers=headers)
 
 
 @router.delete("/batches/{batch_id}", status_code=204, responses=_ERRORS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import mimetypes
 import uuid
 from typing import Annotated, Literal
 from urllib.parse import quote
@@ -18,7 +17,7 @@ from serve_app.core.errors import InvalidParameter, JobNotFinished, JobNotFound
 from serve_app.core.formats import BY_EXTENSION, EXTENSIONS, FORMATS, MEDIA_TYPES, RENDERERS, Format
 from serve_app.core.results import TranscriptionResult
 from serve_app.jobs.blobs import BlobNotFound
-from serve_app.jobs.webhooks import check_webhook_url, tenant_secret
+from serve_app.jobs.webhook_targets import check_webhook_url
 from serve_app.tenancy.keys import Principal
 from serve_app.transcription.request import TranscriptionRequest
 
@@ -147,7 +146,7 @@ def webhook_master_secret(ctx: ServiceContext, param: str | None = None) -> str:
             code="webhooks_disabled",
             param=param,
         )
-    return ctx.settings.webhook_secret
+    return ctx.settings.secret("webhook_secret")
 
 
 async def _find(ctx: ServiceContext, caller: Principal, job_id: str):
@@ -212,7 +211,8 @@ async def download_transcription(
 
 @router.get(
     "/transcriptions/{job_id}/audio",
-    responses=_ERRORS | {200: {"content": {"audio/*": {}}, "description": "The uploaded file, as it was sent."}},
+    responses=_ERRORS
+    | {200: {"content": {"audio/*": {}}, "description": "The uploaded file, as it was sent, as its container's type."}},
 )
 async def transcription_audio(ctx: Context, caller: Caller, job_id: str) -> StreamingResponse:
     """The audio of an async job, as uploaded (the web page plays it beside the transcript).
@@ -227,7 +227,9 @@ async def transcription_audio(ctx: Context, caller: Caller, job_id: str) -> Stre
         size = await blobs.size(job.audio_key)
     except BlobNotFound:
         raise JobNotFound(f"The audio of job {job_id} is gone.", code="no_audio") from None
-    media_type = mimetypes.guess_type(job.original_filename)[0] or "application/octet-stream"
+    # The type of the container found when the upload was checked, never one guessed from the
+    # name the client chose (x.html would be served as a page).
+    media_type = job.audio_type or "application/octet-stream"
     headers = {"Content-Length": str(size), "Content-Disposition": attachment(job.original_filename)}
     return StreamingResponse(_blocks(blobs, job.audio_key), media_type=media_type, headers=headers)
 
@@ -246,9 +248,3 @@ async def _blocks(blobs, key: str, block: int = 1 << 20):
 async def stats(ctx: Context, caller: Caller, tenant: Tenant = None) -> dict:
     """The tenant's last 24 hours, queue and running jobs."""
     return await ctx.jobs.store.stats(caller.tenant_for(tenant))
-
-
-@router.get("/webhook-secret", tags=["service"], responses=_ERRORS)
-async def webhook_secret(ctx: Context, caller: Caller) -> dict:
-    """The key this tenant's webhooks are signed with (derived per tenant; not stored)."""
-    return {"tenant": caller.tenant, "secret": tenant_secret(webhook_master_secret(ctx), caller.tenant)}
