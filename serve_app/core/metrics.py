@@ -37,10 +37,12 @@ class InstrumentFactory(Protocol):
 
 
 class _Nothing:
-    """An instrument that records nothing (no factory installed)."""
+    """An instrument that records nothing (no factory installed), but refuses what Ray's
+    counters refuse, so that in-process runs fail where a deployment would."""
 
     def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
-        pass
+        if value <= 0:
+            raise ValueError(f"value must be >0, got {value}")
 
     def set(self, value: float, tags: dict[str, str] | None = None) -> None:
         pass
@@ -114,7 +116,8 @@ class ServiceMetrics:
     def transcribed(self, model: str, kind: str, audio_seconds: float, processing_seconds: float) -> None:
         tags = {"model": model, "kind": kind}
         self._transcriptions.inc(1, tags)
-        self._audio.inc(audio_seconds, tags)
+        if audio_seconds > 0:  # Ray's counters refuse 0 (a file of one sample lasts 0.0 s)
+            self._audio.inc(audio_seconds, tags)
         self._processing.observe(processing_seconds, tags)
         self._duration.observe(audio_seconds, {"model": model})
         if audio_seconds > 0:
@@ -125,7 +128,8 @@ class ServiceMetrics:
         self._sharing.observe(requests, {"model": model})
 
     def redecoded(self, model: str, chunks: int) -> None:
-        self._redecoded.inc(chunks, {"model": model})
+        if chunks > 0:
+            self._redecoded.inc(chunks, {"model": model})
 
     def active_jobs(self, pending: int, processing: int) -> None:
         self._jobs.set(pending, {"status": "PENDING"})

@@ -68,6 +68,8 @@ class Node:
             )
 
     def processes(self) -> list[psutil.Process]:
+        if self.process is None:  # never started (a fixture that failed before it)
+            return []
         try:
             root = psutil.Process(self.process.pid)
             return [root, *root.children(recursive=True)]
@@ -129,7 +131,7 @@ class Cluster:
         return all(httpx.get(f"{self.url}/api/v1/ready", timeout=10).status_code == 200 for _ in range(asks))
 
     def application(self) -> dict:
-        response = httpx.get(f"{self.dashboard}/api/serve/applications/", timeout=30)
+        response = httpx.get(f"{self.dashboard}/api/serve/applications/", timeout=30, headers=AUTH)
         response.raise_for_status()
         return response.json()["applications"].get(APP, {})
 
@@ -179,15 +181,29 @@ def _config(cluster_args: dict, port: int) -> dict:
     return config
 
 
+TOKEN = secrets.token_hex(32)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}  # what a client of the cluster's dashboard sends
+
+
 @pytest.fixture(scope="module")
-def cluster(keyed_dsn, s3_server, tmp_path_factory):
+def ray_client_token():
+    """This process asks the cluster's state API too (ray.util.state): with the cluster's token,
+    for as long as the cluster lives."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "token")
+        patch.setenv("RAY_AUTH_TOKEN", TOKEN)
+        yield
+
+
+@pytest.fixture(scope="module")
+def cluster(keyed_dsn, s3_server, tmp_path_factory, ray_client_token):
     work = tmp_path_factory.mktemp("cluster")
     env = {
         **os.environ,
         # Ray's token auth, as docs/OPERATIONS.md has a cluster run: every node and the deploy
         # share one token.
         "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_AUTH_TOKEN": TOKEN,
         "PYTHONPATH": str(REPO),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
@@ -227,7 +243,13 @@ def cluster(keyed_dsn, s3_server, tmp_path_factory):
     running = Cluster(f"http://127.0.0.1:{http}", f"http://127.0.0.1:{dashboard}", keyed_dsn, head, worker, receiver)
     try:
         head.start()
-        _wait("the head's dashboard", lambda: httpx.get(f"{running.dashboard}/api/version", timeout=5).is_success, 120)
+        # Token auth holds: the dashboard refuses a request without the token.
+        _wait(
+            "the head's dashboard",
+            lambda: httpx.get(f"{running.dashboard}/api/version", timeout=5, headers=AUTH).is_success,
+            120,
+        )
+        assert httpx.get(f"{running.dashboard}/api/version", timeout=5).status_code in (401, 403)
         worker.start()
         nodes = _wait("two nodes", lambda: len(running.alive_nodes()) == 2 and running.alive_nodes(), 120)
         for node in nodes:
@@ -275,9 +297,11 @@ def cluster(keyed_dsn, s3_server, tmp_path_factory):
         yield running
     finally:
         receiver.close()
-        worker.stop()
-        head.stop()
-        shutil.rmtree(ray_dir, ignore_errors=True)  # its session, sockets and the note of its address
+        try:
+            worker.stop()
+        finally:
+            head.stop()
+            shutil.rmtree(ray_dir, ignore_errors=True)  # its session, sockets and the note of its address
 
 
 def test_transcribers_run_on_the_worker_node_and_the_rest_on_the_head(cluster):
