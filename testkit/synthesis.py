@@ -59,12 +59,19 @@ def synthesize(voice, text: str) -> tuple[np.ndarray, int]:
     return pcm, rate
 
 
-def write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
-    with wave.open(str(path), "wb") as wav:
+def wav_bytes(pcm: np.ndarray, rate: int = 16000) -> bytes:
+    """A mono 16-bit WAV file of ``pcm``."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(rate)
         wav.writeframes(pcm.astype(np.int16).tobytes())
+    return buf.getvalue()
+
+
+def write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
+    path.write_bytes(wav_bytes(pcm, rate))
 
 
 def write_flac(path: Path, pcm: np.ndarray, rate: int) -> None:

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve_app.api.dependencies import ServiceContext
+from serve_app.api.dependencies import ServiceContext, admit_upload
 from serve_app.api.routers import (
     admin,
     batches,
@@ -176,6 +176,8 @@ def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
             # Refuse before reading the body: a huge upload should cost us nothing.
             err = PayloadTooLarge(f"The upload is {int(length) / 2**20:.1f} MiB; the limit is {limit / 2**20:g} MiB.")
             response = error_response(err.status_code, err.code, err.message, request=request)
+        elif refused := await _refused_upload(request):
+            response = refused
         else:
             response = await call_next(request)
         # No answer of this service is ever sniffed into another type (stored audio as a page).
@@ -204,6 +206,17 @@ def _install_request_middleware(app: FastAPI, settings: Settings) -> None:
 
         response.body_iterator = sent()
         return response
+
+
+async def _refused_upload(request: Request) -> JSONResponse | None:
+    """An upload its sender may not make now (key, rate limit, quota, queue), answered before
+    its body is read; None to go on."""
+    try:
+        await admit_upload(request)
+    except ServiceError as exc:
+        headers = getattr(exc, "headers", None) or ({"Retry-After": "5"} if exc.status_code == 503 else None)
+        return error_response(exc.status_code, exc.code, exc.message, headers, request, exc.param)
+    return None
 
 
 def _log(request: Request, status: int, started: float) -> None:

@@ -105,8 +105,29 @@ def _given_key(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key")
 
 
+UPLOAD_ROUTES = {"/api/v1/transcriptions", "/api/v1/batches", "/v1/audio/transcriptions", "/v1/audio/translations"}
+
+
+async def admit_upload(request: Request) -> None:
+    """Before an upload's body is read: its key, its tenant's rate limit and daily quota, and
+    for a batch its queue, from the headers alone. A refused upload then costs its sender its
+    own bandwidth, not the Ingress's parsing of it (a flood of refused 16 MB batches would).
+    Raises ServiceError; the route's own dependency reuses the principal checked here."""
+    if request.method != "POST" or request.url.path.rstrip("/") not in UPLOAD_ROUTES:
+        return
+    principal = await _caller(request, transcription=True)
+    if request.url.path.rstrip("/") == "/api/v1/batches" and principal.limits is not None:
+        from serve_app.jobs.admission import Quotas
+
+        ctx: ServiceContext = request.app.state.context
+        await ctx.jobs.precheck(principal.tenant, Quotas.of(principal.limits), jobs=1)
+
+
 async def _caller(request: Request, *, transcription: bool) -> Principal:
     ctx: ServiceContext = request.app.state.context
+    checked = getattr(request.state, "admitted", None)
+    if checked is not None:  # admit_upload did this before the body was read
+        return checked
     try:
         principal = await ctx.auth.authenticate(_given_key(request), request.headers.get("host", ""))
     except Unauthorized:
@@ -124,6 +145,8 @@ async def _caller(request: Request, *, transcription: bool) -> Principal:
             openai=request.url.path.startswith("/v1/"),
         )
         request.state.rate_window = window
+    if transcription:
+        request.state.admitted = principal
     return principal
 
 

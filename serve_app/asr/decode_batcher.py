@@ -11,8 +11,10 @@ fits in ``max_size`` (counted by ``size``, in 30 s windows for the Transcriber).
 comes free while another decodes waits up to ``wait_s`` for a fuller batch; on an idle model a
 lone request starts at once, unless its caller says more are on their way (``coming``: the
 uploads the Preprocessor was still working on): then the burst is gathered first, so that its
-first request does not take a whole window alone. Plain asyncio, no Ray: the Transcriber holds
-one per model and tests drive it directly.
+first request does not take a whole window alone. An ``urgent`` item (a caller waits on the line:
+a sync request) goes ahead of every queued item that is not (a queued job's), so one tenant's
+thousand queued jobs cannot hold another's sync request behind them. Plain asyncio, no Ray: the
+Transcriber holds one per model and tests drive it directly.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class _Pending(Generic[T]):
     item: T
     size: float
     future: asyncio.Future = field(repr=False)
+    urgent: bool = False
 
 
 class DecodeBatcher(Generic[T, R]):
@@ -54,9 +57,11 @@ class DecodeBatcher(Generic[T, R]):
         max_size: float,
         wait_s: float,
         coming: Callable[[T], int] | None = None,
+        urgent: Callable[[T], bool] | None = None,
     ):
         self._run = run
         self._size = size
+        self._urgent = urgent
         self._coming_after = coming
         self._coming = 0  # how many more items the latest arrival said were on their way
         self.workers = workers
@@ -90,7 +95,12 @@ class DecodeBatcher(Generic[T, R]):
             self._arrived = asyncio.Event()
             self._tasks = [loop.create_task(self._worker(n)) for n in range(self.workers)]
         future = loop.create_future()
-        self._queue.append(_Pending(item, self._size(item), future))
+        pending = _Pending(item, self._size(item), future, bool(self._urgent and self._urgent(item)))
+        if pending.urgent:  # ahead of every item that is not, behind the urgent ones before it
+            at = next((i for i, p in enumerate(self._queue) if not p.urgent), len(self._queue))
+            self._queue.insert(at, pending)
+        else:
+            self._queue.append(pending)
         self._coming = self._coming_after(item) if self._coming_after else 0
         self._arrived.set()
         return await future

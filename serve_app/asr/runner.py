@@ -45,6 +45,7 @@ class ModelRunner:
             max_size=limits.max_batch_size,
             wait_s=limits.batch_wait_timeout_s,
             coming=lambda item: item[0].preparing,
+            urgent=lambda item: item[0].interactive,
         )
         self.set_limits(limits)
 

@@ -36,6 +36,8 @@ class PreparedAudio:
     # Other uploads the Preprocessor was still working on when this one was ready: a hint
     # to the Transcriber that more requests are about to arrive (a burst), not a promise.
     preparing: int = 0
+    # A caller waits for this piece (a sync request): it decodes ahead of queued jobs' pieces.
+    interactive: bool = False
     # Where ``samples`` start in the whole recording, in seconds (a piece of a long one).
     offset: float = 0.0
 

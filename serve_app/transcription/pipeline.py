@@ -183,6 +183,7 @@ class Pipeline:
                 piece = first
                 while piece is not None:
                     piece.preparing = burst.starting
+                    piece.interactive = not isinstance(source, BlobSource)  # a job's audio is in the store
                     if diarizer is not None:
                         embeds.append(asyncio.ensure_future(diarizer.embed(piece)))
                     queue.put_nowait((piece, asyncio.ensure_future(transcriber.transcribe_piece(piece, options))))

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import time
 import uuid
-import wave
 
 import httpx
 import numpy as np
@@ -25,6 +23,7 @@ from serve_app.tenancy.keys import KeyStore
 from serve_app.tenancy.limits import Limits
 from serve_app.transcription.service import TranscriptionService
 from testkit.speech import audio
+from testkit.synthesis import wav_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 TTL = 0.5
@@ -220,14 +219,7 @@ async def test_a_small_tenants_job_runs_while_another_tenant_has_200_queued(app)
 
 def _short_clip() -> bytes:
     """A quarter second of quiet noise: real audio, quick to transcribe."""
-    samples = (np.random.default_rng(7).standard_normal(4000) * 300).astype("<i2")
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(samples.tobytes())
-    return out.getvalue()
+    return wav_bytes(np.random.default_rng(7).standard_normal(4000) * 300)
 
 
 @contextlib.asynccontextmanager
@@ -328,21 +320,11 @@ async def test_the_api_docs_load_nothing_from_elsewhere(app):
     assert (await client.get("/redoc")).status_code == 404
 
 
-def _wav(samples: np.ndarray, rate: int = 16000) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.astype("<i2").tobytes())
-    return out.getvalue()
-
-
 @pytest.mark.parametrize("samples", [1, 2, 160])
 async def test_a_wav_of_a_single_sample_or_a_few_is_a_clear_answer_not_a_500(app, samples):
     client, store, _ = app
     headers = await tenant(store, f"tiny-{uuid.uuid4().hex[:6]}")
-    data = _wav(np.full(samples, 1000))
+    data = wav_bytes(np.full(samples, 1000))
     for path in ("/api/v1/transcriptions", "/v1/audio/transcriptions"):
         answer = await client.post(path, files={"file": ("one.wav", data)}, data={"model": "tiny.en"}, headers=headers)
         assert answer.status_code in (200, 400), (path, answer.status_code, answer.text)
@@ -371,3 +353,25 @@ async def test_retention_deletes_old_audio_and_optionally_the_jobs(app, blob_roo
     assert not [p for p in stored_files(blob_root) if ids[0] in str(p) or ids[1] in str(p)]
     assert await jobs.expire(30, results=True) >= 2
     assert [await store.get(uuid.UUID(i)) is None for i in ids] == [True, True, False]
+
+
+async def test_an_upload_over_a_limit_is_refused_before_its_body_is_read(app):
+    client, store, _ = app
+    name = f"rate-{uuid.uuid4().hex[:6]}"
+    limited = await tenant(store, name)
+    await KeyStore(store).set_limits(name, Limits(requests_per_minute=1))
+    await asyncio.sleep(TTL)  # the key cache: the new limit shows within it
+    assert (await client.get("/api/v1/transcriptions", headers=limited)).status_code == 200  # its one request
+    sent = []
+
+    async def body():
+        for _ in range(320):  # 20 MiB in 64 KiB blocks
+            sent.append(1)
+            yield b"\0" * 65536
+
+    boundary = {"Content-Type": "multipart/form-data; boundary=x"}
+    for path in ("/api/v1/batches", "/api/v1/transcriptions", "/v1/audio/transcriptions"):
+        sent.clear()
+        answer = await client.post(path, content=body(), headers={**limited, **boundary})
+        assert answer.status_code == 429, (path, answer.text)
+        assert len(sent) <= 2, (path, len(sent))  # the body was never read

@@ -12,24 +12,16 @@ import uuid
 import wave
 from io import BytesIO
 
+import numpy as np
 import pytest
 
 from testkit.speech import audio
+from testkit.synthesis import wav_bytes
 from tests.unit.test_audio import silent_flac
 
 T = "/api/v1/transcriptions"
 WAV = audio("harvard_01.wav")
 NUL = "\x00"
-
-
-def tiny_wav(samples: int) -> bytes:
-    out = BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(b"\x10\x00" * samples)
-    return out.getvalue()
 
 
 def lying_wav(seconds_claimed: int) -> bytes:
@@ -82,10 +74,10 @@ CASES = {
     "zip bytes": (upload(b"PK\x03\x04" + b"\0" * 2000, "a.zip"), 400, None),
     "id3 tag and nothing": (upload(b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\0" * 500, "a.mp3"), 400, None),
     "random bytes": (upload(bytes(range(256)) * 400), 400, None),
-    "wav of a single sample": (upload(tiny_wav(1)), None, None),
-    "wav of a single sample, async": (upload(tiny_wav(1), sync="false"), None, None),
+    "wav of a single sample": (upload(wav_bytes(np.full(1, 16))), None, None),
+    "wav of a single sample, async": (upload(wav_bytes(np.full(1, 16)), sync="false"), None, None),
     "wav of two samples, OpenAI's route": (
-        upload(tiny_wav(2), path="/v1/audio/transcriptions", model="tiny.en"),
+        upload(wav_bytes(np.full(2, 16)), path="/v1/audio/transcriptions", model="tiny.en"),
         None,
         None,
     ),

@@ -38,8 +38,12 @@ async def until(event: threading.Event) -> None:
     await asyncio.to_thread(event.wait, 10)
 
 
-def batcher(run, *, workers=1, max_size=4.0, wait_s=0.05, size=lambda item: 1.0, coming=None) -> DecodeBatcher:
-    return DecodeBatcher(run, size=size, workers=workers, max_size=max_size, wait_s=wait_s, coming=coming)
+def batcher(
+    run, *, workers=1, max_size=4.0, wait_s=0.05, size=lambda item: 1.0, coming=None, urgent=None
+) -> DecodeBatcher:
+    return DecodeBatcher(
+        run, size=size, workers=workers, max_size=max_size, wait_s=wait_s, coming=coming, urgent=urgent
+    )
 
 
 @contextlib.contextmanager
@@ -102,6 +106,18 @@ async def test_requests_that_queue_while_the_model_is_busy_share_the_next_batch(
     run.hold.set()
     assert await first == 2 and await asyncio.gather(*rest) == [4, 6, 8]
     assert run.batches == [[1], [2, 3, 4]]  # formed when the worker came free
+
+
+async def test_urgent_items_go_ahead_of_queued_ones_in_the_order_they_came():
+    """A sync request's pieces (urgent: odd numbers here) decode before queued jobs' pieces
+    that were there first; among themselves, and among the others, first come first."""
+    run, b, first = await busy(max_size=2, wait_s=0, urgent=lambda item: item % 2 == 1)
+    rest = [asyncio.ensure_future(b.submit(i)) for i in (2, 4, 6, 3, 8, 5)]
+    await asyncio.sleep(0)  # all queued while the worker holds [1]
+    run.hold.set()
+    await first
+    await asyncio.gather(*rest)
+    assert run.batches == [[1], [3, 5], [2, 4], [6, 8]]
 
 
 async def test_a_batch_never_holds_more_than_max_size():
