@@ -188,11 +188,17 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}  # what a client of the cluster's da
 @pytest.fixture(scope="module")
 def ray_client_token():
     """This process asks the cluster's state API too (ray.util.state): with the cluster's token,
-    for as long as the cluster lives."""
+    for as long as the cluster lives. Ray keeps the auth mode and token it first read in this
+    process (another tier of this pytest may have read "disabled"): its own tests' reset,
+    before and after."""
+    from ray._private.authentication_test_utils import reset_auth_token_state
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_AUTH_MODE", "token")
         patch.setenv("RAY_AUTH_TOKEN", TOKEN)
+        reset_auth_token_state()
         yield
+    reset_auth_token_state()
 
 
 @pytest.fixture(scope="module")
@@ -275,13 +281,14 @@ def cluster(keyed_dsn, s3_server, tmp_path_factory, ray_client_token):
         )
         path = work / "serve_config.yaml"
         path.write_text(yaml.safe_dump(config))
-        subprocess.run(
+        deployed = subprocess.run(
             [str(BIN / "serve"), "deploy", str(path), "--address", running.dashboard],
             env=env,
-            check=True,
             capture_output=True,
+            text=True,
             timeout=300,
         )
+        assert deployed.returncode == 0, deployed.stderr[-3000:]
         _wait("the app RUNNING", lambda: running.application().get("status") == "RUNNING", 600, every=3)
         # RUNNING is Serve's word; an Ingress replica serves a model once it has seen the
         # model's replica (a CI run's first sync request got 503 model_unavailable from one that
