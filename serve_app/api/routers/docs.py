@@ -8,7 +8,7 @@ from importlib import resources
 
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from serve_app.core.errors import ServiceError
 
@@ -37,5 +37,5 @@ async def swagger_ui(request: Request) -> HTMLResponse:
 async def swagger_asset(name: str) -> Response:
     if name not in ASSETS:  # a fixed list: no path from the request reaches the file system
         raise ServiceError(f"No asset '{name}'.", code="not_found", status_code=404)
-    body = (_FILES / name).read_bytes()
-    return Response(body, media_type=ASSETS[name], headers={"Cache-Control": "public, max-age=86400"})
+    # FileResponse reads in a thread pool: 1.6 MB of JavaScript never blocks the event loop.
+    return FileResponse(str(_FILES / name), media_type=ASSETS[name], headers={"Cache-Control": "public, max-age=86400"})
