@@ -86,8 +86,12 @@ def service(tmp_path_factory, s3_server):
         "auth_cache_seconds": 2.0,
         "ingress_replicas": 2,
         # The production default, not the other tiers' greedy one (tests/conftest.py): this tier
-        # checks accuracy through routes that take no beam (OpenAI's translations).
+        # checks accuracy through routes that take no beam (OpenAI's translations: French fails
+        # greedy).
         "beam_size": 5,
+        # Warm-up is what `make run`'s readiness waits for (tests/lifecycle/test_stop.py checks
+        # it); here it would only spend the CPU of a decode per model worker.
+        "warmup": False,
     }
     port, metrics_port = free_port(), free_port()
     run_dir = local_cluster_env(free_ports=True)  # HAProxy in front, as `make run` starts it
