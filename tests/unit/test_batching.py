@@ -117,7 +117,39 @@ async def test_urgent_items_go_ahead_of_queued_ones_in_the_order_they_came():
     run.hold.set()
     await first
     await asyncio.gather(*rest)
-    assert run.batches == [[1], [3, 5], [2, 4], [6, 8]]
+    # The urgent ones in a batch of their own; then, callers having just waited, the queued
+    # ones a window at a time (a worker free again soon for the next caller).
+    assert run.batches == [[1], [3, 5], [2], [4], [6], [8]]
+
+
+async def test_an_urgent_batch_is_not_filled_up_with_queued_items(monkeypatch):
+    """Room for four, but the sync request's piece goes alone: filled up with a job's pieces it
+    would wait for their decode too. Once no caller has waited for a while, the queued items
+    share batches again."""
+    monkeypatch.setattr("serve_app.asr.decode_batcher.URGENT_RECENT_S", 0.0)  # "a while": at once
+    run, b, first = await busy(max_size=4, wait_s=0, urgent=lambda item: item % 2 == 1)
+    rest = [asyncio.ensure_future(b.submit(i)) for i in (2, 4, 3, 6)]
+    await asyncio.sleep(0)
+    run.hold.set()
+    await first
+    await asyncio.gather(*rest)
+    assert run.batches == [[1], [3], [2, 4, 6]]
+
+
+async def test_while_a_callers_piece_decodes_queued_items_go_a_window_at_a_time(monkeypatch):
+    """However long the caller's piece takes (here: held, and no recency window at all), the
+    other worker takes one queued item at a time: free again soon for the caller's next one."""
+    monkeypatch.setattr("serve_app.asr.decode_batcher.URGENT_RECENT_S", 0.0)
+    run, b, first = await busy(workers=2, max_size=4, wait_s=0, urgent=lambda item: item % 2 == 1)
+    rest = [asyncio.ensure_future(b.submit(i)) for i in (2, 4, 6)]
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(run.batches) < 2:  # the second worker takes its batch (after its grace)
+        assert asyncio.get_running_loop().time() < deadline, run.batches
+        await asyncio.sleep(0.01)
+    assert run.batches == [[1], [2]]
+    run.hold.set()
+    await first
+    assert await asyncio.gather(*rest) == [4, 8, 12]
 
 
 async def test_a_batch_never_holds_more_than_max_size():
