@@ -17,12 +17,7 @@ shift
 here=$(mktemp -d -t stt-tests-XXXXXX)
 trap 'rm -rf "$here"' EXIT
 
-# The second stream starts with its tiers that mostly wait (nodes dying and coming back, a
-# service starting) while the first stream's serve tier keeps the cores busy, and ends with the
-# app tier's many short tests: the two streams then end close together (measured: the cluster
-# tier last left one core idle for the run's last minute).
-"$python" -m pytest tests/app tests/lifecycle/test_serve_run.py tests/cluster --tier-order=cluster,lifecycle,app \
-    --basetemp="$here/second" "$@" > "$here/second.log" 2>&1 &
+"$python" -m pytest tests/app tests/lifecycle/test_serve_run.py tests/cluster --basetemp="$here/second" "$@" > "$here/second.log" 2>&1 &
 second=$!
 "$python" -m pytest tests/unit tests/serve tests/lifecycle/test_stop.py --basetemp="$here/first" "$@"
 first_rc=$?

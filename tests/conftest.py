@@ -30,21 +30,10 @@ def _tier(item) -> str:
     return parts[1] if len(parts) > 2 and parts[1] in TIERS else "unit"
 
 
-def pytest_addoption(parser):
-    parser.addoption(
-        "--tier-order",
-        default=",".join(TIERS),
-        help="the tiers' order in this run, comma-separated (scripts/test-tiers.sh puts a stream's "
-        "waiting tiers first, so that its end is work that keeps a core busy)",
-    )
-
-
 def pytest_collection_modifyitems(config, items):
-    order = config.getoption("--tier-order").split(",")
-    order += [tier for tier in TIERS if tier not in order]
     for item in items:
         item.add_marker(getattr(pytest.mark, _tier(item)))
-    items.sort(key=lambda item: order.index(_tier(item)))  # stable: file order within a tier
+    items.sort(key=lambda item: TIERS.index(_tier(item)))  # stable: file order within a tier
 
 
 @pytest.fixture(scope="session")
