@@ -95,12 +95,24 @@ def test_counters_move_by_what_was_done(service):
 
 def test_no_label_takes_unbounded_values(service):
     """No job id, file name or tenant in any label of the service's metrics; routes as declared."""
+    before = scrape(service)
+    job_route, unmatched = {"route": "/api/v1/transcriptions/{job_id}"}, {"route": "unmatched"}
     with service.client() as client:
         client.get("/api/v1/transcriptions/not-a-job-at-all")
         client.get("/no/such/page/anywhere")
         declared = set(client.get("/openapi.json").json()["paths"])
-    time.sleep(3)
-    for name, labels in scrape(service):
+
+    def counted(samples) -> bool:  # both requests reported by their replicas
+        return all(
+            total(samples, "ray_stt_requests_total", **labels) > total(before, "ray_stt_requests_total", **labels)
+            for labels in (job_route, unmatched)
+        )
+
+    deadline = time.monotonic() + 60
+    while not counted(after := scrape(service)):
+        assert time.monotonic() < deadline, "the two requests were not counted within 60 s"
+        time.sleep(0.5)
+    for name, labels in after:
         if name.startswith("ray_stt_"):
             keys = {k for k, _ in labels}
             assert not keys & {"job_id", "id", "filename", "tenant", "user_id"}, (name, keys)
