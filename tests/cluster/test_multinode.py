@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -112,7 +112,6 @@ class Cluster:
     receiver: WebhookReceiver
     ray_token: str = ""  # Ray's token auth: every call to the dashboard carries it
     gcs: str = ""  # host:port of the head's GCS
-    nodes_seen: set[str] = field(default_factory=set)
 
     def client(self, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 120), **kw)
@@ -243,9 +242,15 @@ def cluster(keyed_dsn, s3_server, tmp_path_factory):
     )
     receiver = WebhookReceiver()
     running = Cluster(
-        f"http://127.0.0.1:{http}", f"http://127.0.0.1:{dashboard}", keyed_dsn, head, worker, receiver, token
+        f"http://127.0.0.1:{http}",
+        f"http://127.0.0.1:{dashboard}",
+        keyed_dsn,
+        head,
+        worker,
+        receiver,
+        ray_token=token,
+        gcs=f"127.0.0.1:{gcs}",
     )
-    running.gcs = f"127.0.0.1:{gcs}"
     try:
         head.start()
         _wait("the head's dashboard", lambda: running.control("/api/version").is_success, 120)
