@@ -54,6 +54,10 @@ def local_cluster_env(proxy: str = "haproxy", *, free_ports: bool = False) -> Pa
     # c64). Up to 1 MiB they travel inside the call itself (1.1 ms); 30 s pieces of long
     # recordings (~2 MB) still go through the store.
     os.environ.setdefault("RAY_max_direct_call_object_size", str(1 << 20))
+    # At ray.shutdown the driver flushes its task events to the GCS, waiting up to 5 s when the
+    # GCS does not answer: a signal to the whole process group (SIGTERM to `make run`'s group)
+    # has stopped it by then. A second is plenty for a GCS that answers.
+    os.environ.setdefault("RAY_task_events_shutdown_flush_timeout_ms", "1000")
     # Replicas write their logs (an access line per call of each deployment) to their files
     # under /tmp/ray/session_latest/logs/serve; by default to stderr as well, which Ray's log
     # monitor then reads and publishes for a driver that does not print them (2.3 ms of CPU
@@ -126,20 +130,31 @@ def stop_local_cluster(run_dir: Path | None, drain_s: float = 4.0, serve_s: floa
         ray.shutdown()
 
 
-def _stop_serve(timeout_s: float) -> None:
-    """serve.shutdown(), waiting at most ``timeout_s`` for the controller's graceful stop."""
+def _stop_serve(timeout_s: float, alive_s: float = 1.0) -> None:
+    """Stop Serve's controller, waiting at most ``timeout_s`` for its graceful stop.
+
+    A signal to the whole process group (Ctrl-C at a terminal) has ended the controller, and Ray's
+    own processes with it, before this runs: Serve's stop would then wait out its timeouts on a
+    controller that cannot answer (4 s, then 5 s more). One look of ``alive_s`` first instead."""
+    import ray
     from ray import serve
 
     try:
-        from ray.serve.context import _get_global_client
+        from ray.serve.context import _disconnect, _get_global_client
 
         client = _get_global_client(raise_if_no_controller_running=False)
     except (ImportError, TypeError):  # Serve's internals moved: its own stop, unbounded
         serve.shutdown()
         return
-    if client is not None:
-        client.shutdown(timeout_s=timeout_s)
-    serve.shutdown()  # forgets the client; returns at once once the controller is stopping
+    if client is None:
+        return
+    try:
+        ray.get(client._controller.check_alive.remote(), timeout=alive_s)
+    except Exception:  # gone or unreachable: Ray's shutdown ends whatever is left of it
+        _disconnect()
+        return
+    client.shutdown(timeout_s=timeout_s)
+    _disconnect()
 
 
 def stop_haproxy(run_dir: Path, wait_s: float = 5.0) -> list[int]:
@@ -200,6 +215,9 @@ def serve_locally(verbose: bool = False) -> None:
     starts (mostly waiting for its own processes), this process imports Serve and the
     deployments' code, prepares the models and starts the embedded PostgreSQL; and the app is
     deployed while Serve's proxies start, not after."""
+    from deployments.worker_setup import setup, worker_runtime_env
+
+    setup()  # before anything imports Serve
     import ray
 
     from serve_app.core.settings import Settings
@@ -229,7 +247,7 @@ def serve_locally(verbose: bool = False) -> None:
             address=os.environ.get("RAY_ADDRESS") or "local",
             include_dashboard=False,
             log_to_driver=verbose,
-            runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
+            runtime_env=worker_runtime_env({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}),
             **({"_metrics_export_port": settings.metrics_port or None} if local else {}),
         )
         # Again: ray.init installs its own failure handler for SIGTERM (it logs a stack, then

@@ -156,6 +156,7 @@ def start_service(data_dir: str, args: dict | None = None) -> tuple[str, callabl
 
     from deployments.app import APP_NAME, build_app
     from deployments.local_cluster import free_port, local_cluster_env, stop_local_cluster
+    from deployments.worker_setup import worker_runtime_env
 
     port = free_port()
     root = str(Path(__file__).resolve().parents[1])
@@ -164,7 +165,7 @@ def start_service(data_dir: str, args: dict | None = None) -> tuple[str, callabl
         address="local",
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "PYTHONPATH": root}},
+        runtime_env=worker_runtime_env({"HF_HUB_OFFLINE": "1", "PYTHONPATH": root}),
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"data_dir": data_dir, **(args or {})}), name=APP_NAME, route_prefix="/")

@@ -60,6 +60,7 @@ def service(tmp_path_factory, s3_server):
 
     from deployments.app import APP_NAME, build_app
     from deployments.local_cluster import local_cluster_env, stop_local_cluster
+    from deployments.worker_setup import worker_runtime_env
     from serve_app.jobs.database import start_embedded
 
     postgres = start_embedded(tmp_path_factory.mktemp("serve-pgdata"))
@@ -99,7 +100,9 @@ def service(tmp_path_factory, s3_server):
         address="local",  # a cluster of the suite's own, never one found running on the box
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}},
+        runtime_env=worker_runtime_env(
+            {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+        ),
         _metrics_export_port=metrics_port,
         # Replicas hand their metrics to the node's agent every second (Ray's default: 10 s), so
         # the scrape test sees its requests soon.

@@ -45,3 +45,22 @@ def test_serves_private_calls_that_stt_serve_starts_serve_with_are_where_it_read
         "proxy_location",
     ]
     assert callable(_coerce_controller_options) and callable(_set_global_client) and ServeControllerClient
+
+
+def test_serves_private_calls_that_the_stop_uses_are_where_it_reads_them():
+    """The stop looks at the controller once (check_alive) before Serve's own stop waits on it,
+    and forgets the client after; a Ray upgrade that moves these makes the stop use serve.shutdown."""
+    from ray.serve._private.controller import ServeController
+    from ray.serve.context import _disconnect, _get_global_client
+
+    assert callable(_disconnect) and callable(_get_global_client)
+    assert callable(getattr(ServeController, "check_alive", None))
+
+
+def test_a_stop_after_a_signal_to_the_whole_group_does_not_wait_on_a_gone_gcs(monkeypatch):
+    # The driver's task-event flush at ray.shutdown waited 5 s on the GCS that the group's
+    # SIGTERM had stopped: `make run` took 12-16 s to exit instead of under 10.
+    monkeypatch.setattr(os, "environ", {})
+    local_cluster_env(proxy="ray")
+    flush_ms = "RAY_task_events_shutdown_flush_timeout_ms"  # Ray's spelling of its setting
+    assert int(os.environ[flush_ms]) <= 1000
