@@ -7,7 +7,8 @@ HAProxy in front, warm-up on), waits for /api/v1/ready, runs three passes of the
 files at concurrency 16 (the first right after ready), then sends SIGTERM and times the exit;
 after it, any process of the instance (its PostgreSQL included) or listening port it had is
 reported. One more round runs with STT_WARMUP=false, to show what the warm-up buys, and is
-stopped with Ctrl-C (SIGINT to its process group, as a terminal sends it); then `serve run
+stopped with Ctrl-C (SIGINT to its process group, as a terminal sends it), and one more with a
+SIGTERM to the whole group (`kill -TERM -PGID`; Ray's own processes get it too); then `serve run
 serve_config.yaml` is started and stopped with Ctrl-C the same way, once with a database given
 and once with the embedded one. Writes docs/lifecycle.json.
 """
@@ -52,7 +53,14 @@ def _end(service: ServiceProcess) -> dict:
     return left
 
 
-def one_round(warmup: bool, short: dict, passes: int = 3, stop: int = signal.SIGTERM) -> dict:
+STOPS = {
+    "SIGTERM": (signal.SIGTERM, False),
+    "Ctrl-C (SIGINT to the group)": (signal.SIGINT, True),
+    "SIGTERM to the group": (signal.SIGTERM, True),
+}
+
+
+def one_round(warmup: bool, short: dict, passes: int = 3, stop: str = "SIGTERM") -> dict:
     with tempfile.TemporaryDirectory(prefix="stt-lifecycle-") as folder:
         service = ServiceProcess(Path(folder), None, env=MAKE_RUN | {"STT_WARMUP": str(warmup).lower()})
         started = time.monotonic()
@@ -61,13 +69,14 @@ def one_round(warmup: bool, short: dict, passes: int = 3, stop: int = signal.SIG
             service.wait_ready()
             ready_s = time.monotonic() - started
             xrt = [round(service_run(service.url, short, 16).xrt, 1) for _ in range(passes)]
-            stop_s = service.stop(sig=stop)
+            sig, group = STOPS[stop]
+            stop_s = service.stop(sig=sig, group=group)
         finally:
             left = _end(service)
     steady = statistics.median(xrt[1:])
     return {
         "warmup": warmup,
-        "stop_signal": "SIGTERM" if stop == signal.SIGTERM else "Ctrl-C (SIGINT to the group)",
+        "stop_signal": stop,
         "ready_s": round(ready_s, 1),
         "c16_xrt": xrt,
         "first_over_steady": round(xrt[0] / steady, 3),
@@ -113,8 +122,10 @@ def main() -> None:
     for _ in range(args.rounds):
         report["rounds"].append(one_round(True, short))
         print(json.dumps(report["rounds"][-1]), flush=True)
-    report["without_warmup"] = one_round(False, short, stop=signal.SIGINT)
+    report["without_warmup"] = one_round(False, short, stop="Ctrl-C (SIGINT to the group)")
     print(json.dumps(report["without_warmup"]), flush=True)
+    report["group_sigterm"] = one_round(True, short, passes=2, stop="SIGTERM to the group")
+    print(json.dumps(report["group_sigterm"]), flush=True)
     with fresh_database() as url:  # the machine's PostgreSQL, a database of its own
         given = serve_run_round(url)
     report["serve_run"] = [given, serve_run_round(None)]
@@ -124,14 +135,14 @@ def main() -> None:
 
 def summarize(report: dict) -> None:
     rounds = report["rounds"]
+    stopped = [*rounds, report["without_warmup"], *([report["group_sigterm"]] if "group_sigterm" in report else [])]
     report["summary"] = {
         "ready_s_median": statistics.median(r["ready_s"] for r in rounds),
         "first_over_steady_median": statistics.median(r["first_over_steady"] for r in rounds),
         "stop_s_max": max(r["stop_s"] for r in rounds),
         "ctrl_c_stop_s": report["without_warmup"]["stop_s"],
-        "anything_left": any(
-            any(r["left"].values()) for r in [*rounds, report["without_warmup"], *report["serve_run"]]
-        ),
+        "group_sigterm_stop_s": report.get("group_sigterm", {}).get("stop_s"),
+        "anything_left": any(any(r["left"].values()) for r in [*stopped, *report["serve_run"]]),
     }
     print(json.dumps(report["summary"]))
     (DOCS / "lifecycle.json").write_text(json.dumps(report, indent=1) + "\n")

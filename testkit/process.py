@@ -92,11 +92,13 @@ class ServiceProcess:
             time.sleep(0.5)
         raise AssertionError(f"not ready in {timeout} s: {self.log.read_text()[-3000:]}")
 
-    def stop(self, timeout: float = 120, sig: int = signal.SIGTERM) -> float:
+    def stop(self, timeout: float = 120, sig: int = signal.SIGTERM, group: bool | None = None) -> float:
         """SIGTERM to the process, as `kill` or a service manager sends it; SIGINT to its
-        process group, as Ctrl-C at a terminal does. The seconds until it exited."""
+        process group, as Ctrl-C at a terminal does; ``group``: ``sig`` to the group whatever
+        it is (`kill -TERM -PGID`, a service manager stopping a whole control group). The
+        seconds until it exited."""
         started = time.monotonic()
-        if sig == signal.SIGINT:
+        if group or (group is None and sig == signal.SIGINT):
             os.killpg(self.proc.pid, sig)
         else:
             self.proc.send_signal(sig)

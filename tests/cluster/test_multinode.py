@@ -168,6 +168,15 @@ class Cluster:
         return asyncio.run(fetch())
 
 
+def _print_tails(*logs: Path, lines: int = 40) -> None:
+    for log in logs:
+        try:
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        print(f"---- {log.name} (last {len(tail)} lines) ----", *tail, sep="\n")
+
+
 def _wait(what: str, check, timeout: float, every: float = 1.0):
     deadline = time.monotonic() + timeout
     last = None
@@ -300,8 +309,11 @@ def cluster(keyed_dsn, s3_server, tmp_path_factory):
             _wait("ready on twelve connections in a row", running.ready_in_a_row, 60, every=0.5)
         except AssertionError as exc:
             print(exc)
+        started = True
         yield running
     finally:
+        if not started:  # what the nodes said, before their files go
+            _print_tails(work / "head.log", work / "worker.log", *ray_dir.glob("session_latest/logs/dashboard.*"))
         receiver.close()
         try:
             worker.stop()
