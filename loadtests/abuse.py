@@ -97,8 +97,9 @@ def _victim_process(url: str, key: str, seconds: float) -> dict:
 
 
 async def victim(url: str, key: str, seconds: float, concurrency: int = 2) -> dict:
-    latencies, errors = [], Counter()
-    deadline = time.monotonic() + seconds
+    latencies, errors, series = [], Counter(), []
+    begun = time.monotonic()
+    deadline = begun + seconds
     headers = {"Authorization": f"Bearer {key}"}
 
     async def one(n: int) -> None:
@@ -111,6 +112,7 @@ async def victim(url: str, key: str, seconds: float, concurrency: int = 2) -> di
                     r = await client.post("/api/v1/transcriptions", files={"file": (name, audio(name))})
                     if r.status_code == 200:
                         latencies.append(time.perf_counter() - started)
+                        series.append((round(time.monotonic() - begun - latencies[-1], 1), round(latencies[-1] * 1000)))
                     else:
                         errors[str(r.status_code)] += 1
                 except httpx.HTTPError as exc:
@@ -123,6 +125,9 @@ async def victim(url: str, key: str, seconds: float, concurrency: int = 2) -> di
         "errors": dict(errors),
         "p50_ms": round(statistics.median(latencies) * 1000),
         "p95_ms": round(statistics.quantiles(latencies, n=20)[18] * 1000),
+        # when the slowest requests were sent (s into the phase) and what they took: a tail that
+        # clusters in time is a stall of the service, one spread over the phase is contention
+        "slowest": sorted(series, key=lambda sent_ms: -sent_ms[1])[:8],
     }
 
 
