@@ -260,6 +260,7 @@ def cluster(keyed_dsn, s3_server, tmp_path_factory):
         ray_token=token,
         gcs=f"127.0.0.1:{gcs}",
     )
+    up = False
     try:
         head.start()
         _wait("the head's dashboard", lambda: running.control("/api/version").is_success, 120)
@@ -309,10 +310,10 @@ def cluster(keyed_dsn, s3_server, tmp_path_factory):
             _wait("ready on twelve connections in a row", running.ready_in_a_row, 60, every=0.5)
         except AssertionError as exc:
             print(exc)
-        started = True
+        up = True
         yield running
     finally:
-        if not started:  # what the nodes said, before their files go
+        if not up:  # what the nodes said, before their files go
             _print_tails(work / "head.log", work / "worker.log", *ray_dir.glob("session_latest/logs/dashboard.*"))
         receiver.close()
         try:
