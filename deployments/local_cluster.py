@@ -133,9 +133,10 @@ def stop_local_cluster(run_dir: Path | None, drain_s: float = 4.0, serve_s: floa
 def _stop_serve(timeout_s: float, alive_s: float = 1.0) -> None:
     """Stop Serve's controller, waiting at most ``timeout_s`` for its graceful stop.
 
-    A signal to the whole process group (Ctrl-C at a terminal) has ended the controller, and Ray's
-    own processes with it, before this runs: Serve's stop would then wait out its timeouts on a
-    controller that cannot answer (4 s, then 5 s more). One look of ``alive_s`` first instead."""
+    A SIGTERM to the whole process group (a service manager stopping its group; Ctrl-C's SIGINT
+    Ray blocks in its processes) reaches the controller and Ray's own processes too: Serve's own
+    stop then waited on a controller that could not answer (4 s, then 5 s more). One look of
+    ``alive_s`` first, and no second wait after."""
     import ray
     from ray import serve
 

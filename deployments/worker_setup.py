@@ -4,8 +4,9 @@ driver runs before it imports Serve.
 
 Ray Serve imports pandas whenever it is installed (``ray.serve._private.utils`` registers a JSON
 encoder for DataFrames, which our app never returns), and whisperx brings pandas along: every
-Serve process (controller, proxies, each replica) then spends ~1.2 CPU-seconds importing it,
-~10 of the ~100 CPU-seconds a `make run` start costs on 2 cores. ``setup`` makes that one import
+Serve process (controller, proxies, each replica) then spent ~1.9 CPU-seconds importing it and
+what it brings, ~14 of the ~100 CPU-seconds a `make run` start costs on 2 cores (measured:
+docs/PERFORMANCE.md). ``setup`` makes that one import
 fail as it would without pandas installed; every other importer (whisperx's alignment and
 diarization) gets pandas as usual.
 """

@@ -67,6 +67,25 @@ class Node:
                 start_new_session=True,
             )
 
+    def start_until_up(self, tries: int = 3, timeout: float = 300) -> None:
+        """Start the node until `ray start` says its runtime started. Ray gives a node's raylet
+        a fixed 30 s to register with the GCS (``ray/_private/node.py``, not a setting); beside
+        the other test stream on 2 cores it took longer (two CI runs), and `ray start` then
+        exits, stopping what it started: it is started again, up to ``tries`` times."""
+        for _ in range(tries):
+            offset = self.log.stat().st_size if self.log.exists() else 0
+            self.start()
+            deadline = time.monotonic() + timeout
+            while "Ray runtime started" not in self.log.read_bytes()[offset:].decode(errors="replace"):
+                if self.process.poll() is not None:
+                    break  # it gave up: start it again
+                assert time.monotonic() < deadline, f"{self.name}: ray start not up in {timeout} s"
+                time.sleep(0.5)
+            else:
+                return
+            self.stop()  # whatever it left
+        raise AssertionError(f"{self.name}: ray start failed {tries} times; see {self.log}")
+
     def processes(self) -> list[psutil.Process]:
         if self.process is None:  # never started (a fixture that failed before it)
             return []
@@ -262,9 +281,9 @@ def cluster(keyed_dsn, s3_server, tmp_path_factory):
     )
     up = False
     try:
-        head.start()
+        head.start_until_up()
         _wait("the head's dashboard", lambda: running.control("/api/version").is_success, 120)
-        worker.start()
+        worker.start_until_up()
         nodes = _wait("two nodes", lambda: len(running.alive_nodes()) == 2 and running.alive_nodes(), 120)
         for node in nodes:
             (head if node["is_head_node"] else worker).node_id = node["node_id"]
@@ -415,7 +434,7 @@ def test_killing_the_worker_node_loses_no_accepted_job_and_runs_none_twice(clust
     with cluster.client() as client:
         assert client.get("/api/v1/health").json()["status"] == "degraded"
 
-    cluster.worker.start()  # the node comes back; Serve places the Transcriber on it again
+    cluster.worker.start_until_up()  # the node comes back; Serve places the Transcriber on it again
     done = _wait("every accepted job", lambda: _finished(cluster, ids), 600, every=2)
     rows, completions = cluster.rows(ids)
     assert len(rows) == len(ids)
