@@ -6,9 +6,8 @@ Ray Serve imports pandas whenever it is installed (``ray.serve._private.utils`` 
 encoder for DataFrames, which our app never returns), and whisperx brings pandas along: every
 Serve process (controller, proxies, each replica) then spent ~1.9 CPU-seconds importing it and
 what it brings, ~14 of the ~100 CPU-seconds a `make run` start costs on 2 cores (measured:
-docs/PERFORMANCE.md). ``setup`` makes that one import
-fail as it would without pandas installed; every other importer (whisperx's alignment and
-diarization) gets pandas as usual.
+docs/PERFORMANCE.md). ``setup`` makes that one import fail as it would without pandas
+installed; every other importer (whisperx's alignment and diarization) gets pandas as usual.
 """
 
 from __future__ import annotations

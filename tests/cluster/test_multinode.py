@@ -83,7 +83,7 @@ class Node:
                 time.sleep(0.5)
             else:
                 return
-            self.stop()  # whatever it left
+            self.process.wait()  # it stopped what it had started (its dashboard: "Exiting with SIGTERM")
         raise AssertionError(f"{self.name}: ray start failed {tries} times; see {self.log}")
 
     def processes(self) -> list[psutil.Process]:

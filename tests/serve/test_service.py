@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 import srt
 import webvtt
@@ -228,31 +228,14 @@ def test_transcribers_run_with_the_profiles_allocator(service):
     assert service.handle.decode_stats.remote().result()["tiny.en"]["allocator"] == "jemalloc"
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (this suite's own Ray cluster: raylet, its workers), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def test_serves_own_processes_do_not_import_pandas(service):
     # deployments/worker_setup.py runs first in every worker (the job's runtime_env hook) so that
-    # Serve's controller, proxies and replicas skip pandas (~1.2 CPU-s each, every start); if
+    # Serve's controller, proxies and replicas skip pandas (~1.9 CPU-s each, every start); if
     # Ray stopped running the hook, they would silently import it again.
     names = {"ray::ServeController"} | {f"ray::ServeReplica:speechtotext:{d}" for d in ("Ingress", "JobWorker")}
     seen = {}
-    for pid in _descendants(os.getpid()):
+    for proc in psutil.Process().children(recursive=True):  # this suite's own cluster only
+        pid = proc.pid
         try:
             title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode().strip()
             title = title.partition(".")[0]  # "ray::ServeController.listen_for_change" while in a call
