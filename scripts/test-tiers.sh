@@ -24,13 +24,16 @@ moved=tests/app/test_diarization.py
 second=$!
 "$python" -m pytest tests/unit "$moved" tests/serve tests/lifecycle/test_stop.py --basetemp="$here/first" "$@"
 first_rc=$?
+first_s=$SECONDS  # whole processes, start-up and exit included (pytest's own figure leaves them out)
 wait "$second"
 second_rc=$?
+second_s=$SECONDS
 
 echo
 echo "================ the second stream: tests/app (but $moved), tests/lifecycle/test_serve_run.py, tests/cluster ================"
 cat "$here/second.log"
 echo "================ first stream: exit $first_rc; second stream: exit $second_rc ================"
+echo "streams done after ${first_s} s and ${second_s} s (the second: when both had ended)"
 
 no_tests=5  # pytest's exit status when it collected nothing
 if [ "$first_rc" -eq "$no_tests" ] && [ "$second_rc" -eq 0 ]; then first_rc=0; fi
