@@ -17,7 +17,13 @@ set -uo pipefail
 python=$1
 shift
 here=$(mktemp -d -t stt-tests-XXXXXX)
-trap 'rm -rf "$here"' EXIT
+cleanup() {
+    local started=$SECONDS size
+    size=$(du -sh "$here" 2>/dev/null | cut -f1)
+    rm -rf "$here"
+    echo "removed the tests' temporary files ($size) in $((SECONDS - started)) s"
+}
+trap cleanup EXIT
 
 moved=tests/app/test_diarization.py
 "$python" -m pytest tests/app --ignore="$moved" tests/lifecycle/test_serve_run.py tests/cluster --basetemp="$here/second" "$@" > "$here/second.log" 2>&1 &
