@@ -55,12 +55,13 @@ class Run:
         return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
 
 
-def model_dir() -> str:
+def model_dir(model: str = MODEL) -> str:
+    """The folder of ``model``'s CTranslate2 files, as the service's catalog resolves it."""
     from serve_app.asr.catalog import ModelCatalog
     from serve_app.core.settings import Settings
 
     s = Settings()
-    return ModelCatalog.load(s.catalog_path, s.cache_dir).resolve(MODEL)
+    return ModelCatalog.load(s.catalog_path, s.cache_dir).resolve(model)
 
 
 def sequential(name: str, corpus: dict, transcribe) -> Run:

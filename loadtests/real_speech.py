@@ -30,19 +30,12 @@ from pathlib import Path
 import httpx
 import jiwer
 
+from loadtests.bench import model_dir, start_service
 from testkit import real_speech
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 BEAM = 5
 MODELS = {"tiny.en": lambda clip: clip.language == "en", "base": lambda clip: True}
-
-
-def model_dir(model: str) -> str:
-    from serve_app.asr.catalog import ModelCatalog
-    from serve_app.core.settings import Settings
-
-    settings = Settings()
-    return ModelCatalog.load(settings.catalog_path, settings.cache_dir).resolve(model)
 
 
 def set_wer(pairs: list[tuple[str, str]], language: str) -> float:
@@ -96,8 +89,6 @@ def main() -> None:
             runs["bare", model, True] = bare(model, clips, detect=True)
         runs["bare", model, "quiet"] = bare(model, quiet, detect=model == "base")
     bare_s = time.perf_counter() - started
-
-    from loadtests.bench import start_service
 
     with tempfile.TemporaryDirectory() as data_dir:
         url, stop = start_service(data_dir, {"models": list(MODELS), "beam_size": BEAM})
