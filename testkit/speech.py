@@ -1,6 +1,9 @@
 """Test speech: the fixtures in tests/data and word error rate against their transcripts.
 
 Shared by the tests and the load tests (loadtests/bench.py scores the service with corpus_wer).
+Every WER in the project compares text after Whisper's own English normaliser (the
+``whisper-normalizer`` package: numbers to digits, contractions expanded, British spellings to
+American, fillers and bracketed noises dropped), so "twenty-five" and "25" are the same words.
 """
 
 from __future__ import annotations
@@ -24,14 +27,21 @@ def audio(name: str) -> bytes:
     return (DATA / name).read_bytes()
 
 
+@lru_cache
+def _english():
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
+
+
 def normalize(text: str) -> str:
-    text = text.lower().replace("'", "")
-    text = re.sub(r"[^a-z0-9 ]+", " ", text)
-    return re.sub(r"\s+", " ", text).strip()
+    """English text as Whisper's evaluations compare it (lower case, no punctuation, numbers
+    as digits, contractions and spelling variants made one)."""
+    return re.sub(r"\s+", " ", _english()(text)).strip()
 
 
 def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate in percent, after lower-casing and dropping punctuation."""
+    """Word error rate in percent, after Whisper's English normaliser."""
     return 100.0 * jiwer.wer(normalize(reference), normalize(hypothesis) or "<empty>")
 
 
