@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from serve_app.asr.alignment import AlignmentUnavailable
+from serve_app.asr.guards import SpeechGuards, cut_loops
 from serve_app.asr.packing import ChunkJob, lay_out, left_out, pack, unpack
 from serve_app.asr.words import APPEND_PUNCTUATION, PREPEND_PUNCTUATION, compression_ratio, snap_words, split_sentences
 from serve_app.audio.levels import loud_frames
@@ -64,6 +65,7 @@ class WhisperEngine:
         aligner=None,  # serve_app.asr.alignment.Aligner: WhisperX word times where it has a model
         pack: bool = True,
         name: str = "",  # the catalog's name of the model, for metrics
+        guards: SpeechGuards | None = SpeechGuards(),  # None: keep whatever Whisper says
     ):
         # Imported here: torch and CTranslate2 take seconds to import and the API never needs them.
         # faster-whisper's model, not whisperx.asr's subclass of it: that adds only a batched
@@ -91,6 +93,7 @@ class WhisperEngine:
         self.workers = num_workers
         self.aligner = aligner
         self.pack = pack
+        self.guards = guards
         self.decode_batch_size = decode_batch_size
         self.n_mels = self.model.feat_kwargs.get("feature_size") or 80
         self._torch, self._mel = torch, log_mel_spectrogram
@@ -165,9 +168,12 @@ class WhisperEngine:
             **how,
         )
 
+        guards = self.guards
         per_chunk: list[list[dict]] = []
         for chunk, result in zip(chunks, results):
             tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+            if guards is not None:
+                tokens = cut_loops(tokens)
             per_chunk.append(
                 [
                     {
@@ -181,7 +187,9 @@ class WhisperEngine:
                 ]
             )
         flags = list(align) or [False] * len(chunks)
-        rows = [i for i, flag in enumerate(flags) if flag]
+        # A decode the guards suspect has its words aligned too, to be judged by them.
+        suspects = [guards is not None and guards.suspect(p[0]["avg_logprob"]) for p in per_chunk]
+        rows = [i for i, (flag, suspect) in enumerate(zip(flags, suspects)) if flag or suspect]
         if rows:
             # One generate call for the whole batch (a call per kind of window was 12% slower
             # on mixed batches); the cross-attention alignment only for the windows that need
@@ -208,6 +216,8 @@ class WhisperEngine:
         out: list[Segment | None] = []
         for [piece], aligned in zip(per_chunk, flags):
             text = tokenizer.decode(piece["tokens"]).strip()
+            if text and guards is not None and self._invented(piece, text):
+                text = ""
             out.append(
                 Segment(
                     id=0,
@@ -236,6 +246,24 @@ class WhisperEngine:
                 else None
             )
         return out
+
+    def _invented(self, piece: dict, text: str) -> bool:
+        guards = self.guards
+        probabilities = [float(w["probability"]) for w in piece.get("words", []) if w["word"].strip()]
+        if guards.invented(piece["no_speech_prob"], piece["avg_logprob"], probabilities or None):
+            METRICS.invented(self.name, "no_speech")
+            log.info(
+                "dropped as invented: %r (no speech %.2f, log prob %.2f)",
+                text[:80],
+                piece["no_speech_prob"],
+                piece["avg_logprob"],
+            )
+            return True
+        if guards.too_repetitive(compression_ratio(text), piece["avg_logprob"]):
+            METRICS.invented(self.name, "repetition")
+            log.info("dropped as a loop: %r", text[:80])
+            return True
+        return False
 
     # -- the batch body ---------------------------------------------------------------------
     def transcribe_many(self, requests: list[tuple[PreparedAudio, DecodeOptions]]) -> list[Transcript]:
@@ -297,6 +325,17 @@ class WhisperEngine:
             for job, part in zip(unit, parts):
                 job.segment = part
             again += left_out(unit, parts)
+            taken = {id(job) for job in again}
+            if self.guards is not None:
+                # A member whose words the window's decode was unsure of: music or a click
+                # packed with speech gets words of its own there. Alone, the guards judge it.
+                again += [
+                    job
+                    for job, part in zip(unit, parts)
+                    if part is not None
+                    and id(job) not in taken
+                    and self.guards.recheck([w.probability for w in part.words or []])
+                ]
         requests = len({j.request for u in units for j in u})
         with self._stats_lock:
             self.stats.record(len(units), requests, sum(len(u) for u in units))

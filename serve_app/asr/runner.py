@@ -88,6 +88,7 @@ def load_runner(
 ) -> ModelRunner:
     """``model`` loaded for ``settings`` (device, compute type, alignment, packing), batched."""
     from serve_app.asr.alignment import Aligner
+    from serve_app.asr.guards import SpeechGuards
 
     limits = limits or DecodeLimits()
     engine = WhisperEngine(
@@ -101,5 +102,6 @@ def load_runner(
         aligner=Aligner(settings.align_models, settings.resolved_device) if settings.align_models else None,
         pack=settings.pack_short_chunks,
         name=model,
+        guards=SpeechGuards() if settings.speech_guards else None,
     )
     return ModelRunner(engine, limits)

@@ -96,6 +96,12 @@ class ServiceMetrics:
             "stt_decode_requests", "Requests whose speech shared one model decode call.", REQUEST_BUCKETS, ("model",)
         )
         self._redecoded = f.counter("stt_redecoded_chunks", "Chunks of shared windows decoded again alone.", ("model",))
+        self._invented = f.counter(
+            "stt_invented_segments",
+            "Decoded text dropped as invented (no_speech: Whisper's no-speech or unsure-words rule; "
+            "repetition: a loop), by model.",
+            ("model", "rule"),
+        )
         self._jobs = f.gauge("stt_jobs", "Jobs waiting or running now, by status (all tenants).", ("status",))
         self._queue = f.gauge("stt_queue_depth", "Jobs waiting for a worker (PENDING).", ())
         self._finished = f.counter(
@@ -130,6 +136,9 @@ class ServiceMetrics:
     def redecoded(self, model: str, chunks: int) -> None:
         if chunks > 0:
             self._redecoded.inc(chunks, {"model": model})
+
+    def invented(self, model: str, rule: str) -> None:
+        self._invented.inc(1, {"model": model, "rule": rule})
 
     def active_jobs(self, pending: int, processing: int) -> None:
         self._jobs.set(pending, {"status": "PENDING"})

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
         description="Serve speaker diarization (diarize=true): a Diarizer deployment with "
         "resemblyzer's bundled encoder; off, asking for it is a 400.",
     )
+    speech_guards: bool = Field(
+        True,
+        description="Drop decoded text Whisper invents where nobody speaks (its no-speech rule, "
+        "unsure words, loops: serve_app/asr/guards.py); off only to measure what they catch.",
+    )
     pack_short_chunks: bool = Field(
         True, description="Decode short chunks of different requests in shared 30 s windows."
     )
