@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from serve_app.audio.levels import normalize
+from serve_app.audio.levels import level_regions, normalize
 from serve_app.audio.pieces import MAX_CHUNK_SECONDS, SAMPLE_RATE, Chunk, PreparedAudio
 from serve_app.audio.vad import VoiceActivityDetector
 
+LEVEL_REGIONS = True  # each speech region of a piece brought to full level on its own
 STEP_SECONDS = 30.0  # new audio between two VAD passes
 SETTLE_SECONDS = 2.0  # speech this close to the end of what is decoded may still grow
 CONTEXT_SECONDS = 0.5  # audio before the undecided part the detector hears again
@@ -129,7 +130,7 @@ class SpeechChunker:
     def _emit(self, final: bool) -> list[PreparedAudio]:
         chunks = merge_regions(self._regions)
         ready = chunks if final else chunks[:-1]  # the last may still grow
-        pieces = [self._piece(chunk) for chunk in ready]
+        pieces = [self._piece(chunk, self._within(chunk)) for chunk in ready]
         if ready:
             # What is left starts the chunk still open (its first region, as merge_regions rounds it).
             rest = chunks[len(ready)].start if len(chunks) > len(ready) else None
@@ -138,13 +139,21 @@ class SpeechChunker:
         self._drop_before(min(keep, self._settled - int(CONTEXT_SECONDS * SAMPLE_RATE)))
         return pieces
 
-    def _piece(self, chunk: Chunk) -> PreparedAudio:
+    def _within(self, chunk: Chunk) -> list[tuple[float, float]]:
+        """The speech regions a chunk was made of, in seconds into the chunk."""
+        return [
+            (max(start, chunk.start) - chunk.start, min(end, chunk.end) - chunk.start)
+            for start, end in self._regions
+            if end > chunk.start and start < chunk.end
+        ]
+
+    def _piece(self, chunk: Chunk, regions: list[tuple[float, float]]) -> PreparedAudio:
         samples = self._samples()
         a = max(0, int(chunk.start * SAMPLE_RATE) - self._base)
         b = max(a, int(chunk.end * SAMPLE_RATE) - self._base)
         piece = samples[a:b].copy()
         if self.normalize:
-            piece = normalize(piece)
+            piece = level_regions(piece, regions) if LEVEL_REGIONS else normalize(piece)
         duration = round(piece.size / SAMPLE_RATE, 3)
         return PreparedAudio(samples=piece, duration=duration, chunks=[Chunk(0.0, duration)], offset=chunk.start)
 

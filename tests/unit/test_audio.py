@@ -11,7 +11,7 @@ import pytest
 
 from serve_app.audio.chunking import merge_regions
 from serve_app.audio.decode import decode
-from serve_app.audio.levels import normalize
+from serve_app.audio.levels import level_regions, normalize
 from serve_app.audio.pieces import SAMPLE_RATE
 from serve_app.core.errors import InvalidAudio, UnsupportedMediaType
 from testkit.speech import audio
@@ -176,3 +176,19 @@ async def test_the_decode_budget_makes_uploads_wait_and_one_always_fits():
     assert order[0] == ("a", 60, 60) and ("c", 30, 90) in order and order[-1][0] == "b"
     assert budget.reserved == 0
     assert DecodeBudget(seconds=10, max_audio_seconds=60).seconds == 60
+
+
+def test_each_speech_region_is_brought_to_full_level_on_its_own():
+    """A soft talker after a loud one (30 dB down) reaches the loud one's level; the gap
+    between them ramps; a single region is a plain normalisation."""
+    rate = 16000
+    t = np.arange(rate) / rate
+    loud, soft = 0.8 * np.sin(2 * np.pi * 200 * t), 0.025 * np.sin(2 * np.pi * 200 * t)
+    samples = np.concatenate([loud, np.zeros(rate // 2), soft]).astype(np.float32)
+    levelled = level_regions(samples, [(0.0, 1.0), (1.5, 2.5)])
+    assert abs(np.abs(levelled[:rate]).max() - 0.95) < 0.01
+    assert abs(np.abs(levelled[-rate:]).max() - 0.95) < 0.02
+    assert np.abs(levelled).max() <= 1.0
+    assert np.allclose(level_regions(samples, [(0.0, 2.5)]), normalize(samples))
+    quieter = level_regions(samples, [(0.0, 1.0), (1.5, 2.5)], max_gain_db=10)  # capped
+    assert np.abs(quieter[-rate:]).max() < 0.025 * 0.95 / 0.8 * 10 ** (10 / 20) + 1e-3
