@@ -22,13 +22,13 @@ read off the table, not asserted here.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import jiwer
 
 from loadtests.bench import model_dir, start_service
 from testkit import real_speech
@@ -36,12 +36,6 @@ from testkit import real_speech
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 BEAM = 5
 MODELS = {"tiny.en": lambda clip: clip.language == "en", "base": lambda clip: True}
-
-
-def set_wer(pairs: list[tuple[str, str]], language: str) -> float:
-    refs = [real_speech.normalize(r, language) for r, _ in pairs]
-    hyps = [real_speech.normalize(h, language) or "<empty>" for _, h in pairs]
-    return 100.0 * jiwer.wer(refs, hyps)
 
 
 def bare(model: str, clips: list[real_speech.Clip], detect: bool) -> dict[str, tuple[str, str]]:
@@ -52,7 +46,7 @@ def bare(model: str, clips: list[real_speech.Clip], detect: bool) -> dict[str, t
     out = {}
     for clip in clips:
         segments, info = whisper.transcribe(
-            decode_audio(str(clip.path)), beam_size=BEAM, language=None if detect else clip.language
+            decode_audio(io.BytesIO(clip.audio())), beam_size=BEAM, language=None if detect else clip.language
         )
         out[clip.set + "/" + clip.name] = (" ".join(s.text.strip() for s in segments), info.language)
     return out
@@ -78,7 +72,7 @@ def main() -> None:
     corpus = {name: real_speech.sample(name, args.per_set) for name in args.sets.split(",")}
     every = [clip for clips in corpus.values() for clip in clips]
     # Non-speech as clips with an empty reference: English given to tiny.en, base detects.
-    quiet = [real_speech.Clip("nonspeech", p.stem, p, "", "en") for p in real_speech.nonspeech()]
+    quiet = real_speech.nonspeech()
 
     runs = {}  # (who, model, detect) -> name -> (text, language)
     started = time.perf_counter()
@@ -107,7 +101,7 @@ def main() -> None:
     rows = []
     for set_name, clips in corpus.items():
         language = clips[0].language
-        seconds = sum(_seconds(c.path) for c in clips)
+        seconds = sum(c.seconds() for c in clips)
         for model, takes in MODELS.items():
             if not takes(clips[0]):
                 continue
@@ -115,7 +109,7 @@ def main() -> None:
             for who in ("bare", "service"):
                 texts = runs[who, model, False]
                 row[f"{who}_wer"] = round(
-                    set_wer([(c.text, texts[f"{c.set}/{c.name}"][0]) for c in clips], language), 2
+                    real_speech.corpus_wer([(c.text, texts[f"{c.set}/{c.name}"][0]) for c in clips], language), 2
                 )
                 if model == "base":
                     found = runs[who, model, True]
@@ -133,7 +127,7 @@ def main() -> None:
             f"| {r['set']} | {r['model']} | {r['clips']} | {r['seconds']} | {r['bare_wer']:.2f} | "
             f"{r['service_wer']:.2f} | {r['service_minus_bare']:+.2f} | {detected} |"
         )
-    quiet_seconds = sum(_seconds(c.path) for c in quiet)
+    quiet_seconds = sum(c.seconds() for c in quiet)
     invented = {}
     lines += ["", f"Non-speech: {len(quiet)} files, {quiet_seconds / 60:.1f} min; words that came back (invented):", ""]
     lines += ["| model | bare | service | service's words |", "|---|---|---|---|"]
@@ -154,13 +148,6 @@ def main() -> None:
         "texts": _texts(runs),
     }
     (DOCS / "real_speech.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-
-
-def _seconds(path: Path) -> float:
-    import soundfile
-
-    info = soundfile.info(str(path))
-    return info.frames / info.samplerate
 
 
 def _texts(runs: dict) -> dict:

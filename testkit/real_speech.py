@@ -16,20 +16,36 @@ Sets, their sources and licences:
 - ``librivox``: five utterances of LibriVox's public-domain reading of *Sense and Sensibility*
   (16 kHz), from ``pocketsphinx-testdata`` (BSD-2), with its lower-case transcription.
 
-Non-speech (``nonspeech()``: nothing in it should come back as a word): Asterisk's music on hold,
-five tracks, 18.4 minutes (``asterisk-moh-opsound-wav``, CC-BY-SA-3.0 by permission of their
-authors: Macroform, Manolo Camp, Reno Project), and its beeps and two-tone signals
-(``beep``, ``beeperr``, ``ascending-2tone``, ``descending-2tone``, from the English prompts).
+- ``pyannote``: pyannote.audio's bundled two-speaker telephone conversation (``sample.wav``,
+  30 s, 16 kHz, MIT; installed with the service's own dependencies), its words from the STM
+  transcript beside it and who spoke when from its RTTM (real voices for diarization).
+
+Non-speech (``nonspeech()``: nothing in it should come back as a word), 28 minutes:
+
+- music: Asterisk's music on hold, five instrumental tracks, 18.4 minutes
+  (``asterisk-moh-opsound-wav``, CC-BY-SA-3.0 by permission of their authors: Macroform, Manolo
+  Camp, Reno Project);
+- tones: Asterisk's beeps and two-tone signals (``beep``, ``beeperr``, ``ascending-2tone``,
+  ``descending-2tone``, from the English prompts);
+- sound effects: the freedesktop sound theme, KDE's Oxygen sounds and GNOME's event sounds,
+  97 files, 2.9 minutes (``sound-theme-freedesktop``, CC-BY-SA-3.0 and GPL-2+; ``oxygen-sounds``,
+  LGPL-3+; ``gnome-audio``, CC-BY-SA-2.0); the freedesktop theme's spoken channel names
+  ("front left", ``audio-channel-*``) are speech and left out;
+- generated (``generated()``, seeded, the same every run): DTMF key presses, white, pink and
+  brown noise, mains hum, and long silences with room tone and the odd click, 6 minutes.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import re
-import unicodedata
+import wave
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+import numpy as np
 
 from testkit.speech import normalize as normalize_english
 
@@ -37,7 +53,16 @@ ASTERISK_LANGUAGES = ("en", "es", "fr", "it", "ru")
 PACKAGES = [f"asterisk-core-sounds-{lang}-wav" for lang in ASTERISK_LANGUAGES] + [
     "pocketsphinx-testdata",
     "asterisk-moh-opsound-wav",
+    "sound-theme-freedesktop",
+    "oxygen-sounds",
+    "gnome-audio",
 ]
+EFFECTS = {  # package -> folder of its sounds
+    "sound-theme-freedesktop": Path("/usr/share/sounds/freedesktop/stereo"),
+    "oxygen-sounds": Path("/usr/share/sounds"),
+    "gnome-audio": Path("/usr/share/sounds"),
+}
+SPOKEN_EFFECTS = ("audio-channel-",)  # the freedesktop theme's channel names are spoken words
 SOUNDS = Path("/usr/share/asterisk/sounds")
 MUSIC_ON_HOLD = Path("/usr/share/asterisk/moh")
 TONES = ("beep", "beeperr", "ascending-2tone", "descending-2tone")
@@ -52,11 +77,18 @@ class Clip:
     set: str
     name: str
     path: Path
-    text: str  # the reference, as the package ships it
+    text: str  # the reference, as the package ships it (cleaned: see _reference)
     language: str  # ISO 639-1
+    data: bytes | None = None  # generated audio (no file)
 
     def audio(self) -> bytes:
-        return self.path.read_bytes()
+        return self.data if self.data is not None else self.path.read_bytes()
+
+    def seconds(self) -> float:
+        import soundfile
+
+        info = soundfile.info(io.BytesIO(self.audio()))
+        return info.frames / info.samplerate
 
 
 class MissingPackage(RuntimeError):
@@ -78,8 +110,18 @@ def _asterisk(language: str) -> list[Clip]:
             continue
         path = folder / f"{name}.wav"
         if path.exists():  # a few references name prompts the package does not ship
-            clips.append(Clip(f"asterisk-{language}", name, path, text, language))
+            clips.append(Clip(f"asterisk-{language}", name, path, _reference(text, language), language))
     return sorted(clips, key=lambda clip: clip.name)
+
+
+def _reference(text: str, language: str) -> str:
+    """A prompt's text as it is spoken: the references mark where a prompt is continued with
+    "..." and add notes in parentheses ("IAX (note: does not say "2")"); the English ones write
+    the keys the voice names as "*" and "#"."""
+    text = re.sub(r"\([^)]*\)", " ", text).replace("...", " ").replace("…", " ")
+    if language == "en":
+        text = text.replace("*", " star ").replace("#", " pound ")
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def _librivox() -> list[Clip]:
@@ -95,8 +137,25 @@ def _librivox() -> list[Clip]:
     return clips
 
 
+def _pyannote() -> list[Clip]:
+    folder = pyannote_sample()
+    words = [" ".join(line.split()[5:]) for line in (folder / "sample.stm").read_text().splitlines() if line.strip()]
+    return [Clip("pyannote", "sample", folder / "sample.wav", " ".join(words), "en")]
+
+
+def pyannote_sample() -> Path:
+    """The folder of pyannote.audio's sample conversation (sample.wav, .stm, .rttm)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyannote.audio")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingPackage("pip install pyannote.audio (a dependency of whisperx)")
+    return Path(next(iter(spec.submodule_search_locations))) / "sample"
+
+
 SETS = {f"asterisk-{lang}": (lambda lang=lang: _asterisk(lang)) for lang in ASTERISK_LANGUAGES}
 SETS["librivox"] = _librivox
+SETS["pyannote"] = _pyannote
 
 
 @lru_cache
@@ -113,23 +172,207 @@ def sample(set_name: str, n: int) -> list[Clip]:
     return [every[round(i * (len(every) - 1) / max(1, n - 1))] for i in range(n)]
 
 
+@lru_cache
+def _basic():
+    from whisper_normalizer.basic import BasicTextNormalizer
+
+    return BasicTextNormalizer()
+
+
 def normalize(text: str, language: str) -> str:
-    """Text as word error rates compare it: English as testkit.speech does; other languages as
-    Whisper's basic normaliser does (NFKC, lower case, marks, symbols and punctuation to spaces)."""
+    """Text as word error rates compare it: English with Whisper's English normaliser
+    (testkit.speech), other languages with Whisper's basic one (lower case, bracketed text
+    dropped, marks, symbols and punctuation to spaces)."""
     if language == "en":
         return normalize_english(text)
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(" " if unicodedata.category(c)[0] in "MSP" else c for c in text)
-    return re.sub(r"\s+", " ", text).strip()
+    return re.sub(r"\s+", " ", _basic()(text)).strip()
 
 
-def nonspeech() -> list[Path]:
-    """Recorded non-speech: the music on hold, then the tones (MissingPackage if not installed)."""
-    music = sorted(MUSIC_ON_HOLD.glob("*.wav"))
-    if not music:
-        raise MissingPackage("apt-get install asterisk-moh-opsound-wav")
-    tones = [SOUNDS / "en" / f"{name}.wav" for name in TONES]
-    missing = [t for t in tones if not t.exists()]
-    if missing:
-        raise MissingPackage(f"apt-get install asterisk-core-sounds-en-wav (for {missing[0]})")
-    return music + tones
+def corpus_wer(pairs: list[tuple[str, str]], language: str) -> float:
+    """Word error rate in percent over all the pairs' words (reference, hypothesis)."""
+    import jiwer
+
+    refs = [normalize(r, language) for r, _ in pairs]
+    hyps = [normalize(h, language) or "<empty>" for _, h in pairs]
+    return 100.0 * jiwer.wer(refs, hyps)
+
+
+def wer(reference: str, hypothesis: str, language: str) -> float:
+    return corpus_wer([(reference, hypothesis)], language)
+
+
+def lost_tail(reference: str, hypothesis: str, language: str, words: int = 2) -> list[str]:
+    """The last ``words`` words of ``reference`` that ``hypothesis`` leaves out (deletions in
+    jiwer's alignment; a word heard wrong is a substitution, not lost)."""
+    import jiwer
+
+    ref = normalize(reference, language)
+    hyp = normalize(hypothesis, language) or "<empty>"
+    ref_words = ref.split()
+    first = len(ref_words) - words
+    out = jiwer.process_words(ref, hyp)
+    return [
+        ref_words[i]
+        for chunk in out.alignments[0]
+        if chunk.type == "delete"
+        for i in range(chunk.ref_start_idx, chunk.ref_end_idx)
+        if i >= first
+    ]
+
+
+def nonspeech(kinds: tuple[str, ...] = ("music", "tones", "effects", "generated")) -> list[Clip]:
+    """Non-speech as clips with an empty reference, by kind (MissingPackage if not installed)."""
+    out: list[Clip] = []
+    if "music" in kinds:
+        music = sorted(MUSIC_ON_HOLD.glob("*.wav"))
+        if not music:
+            raise MissingPackage("apt-get install asterisk-moh-opsound-wav")
+        out += [Clip("music", p.stem, p, "", "en") for p in music]
+    if "tones" in kinds:
+        tones = [SOUNDS / "en" / f"{name}.wav" for name in TONES]
+        missing = [t for t in tones if not t.exists()]
+        if missing:
+            raise MissingPackage(f"apt-get install asterisk-core-sounds-en-wav (for {missing[0]})")
+        out += [Clip("tones", p.stem, p, "", "en") for p in tones]
+    if "effects" in kinds:
+        out += effects()
+    if "generated" in kinds:
+        out += [Clip("generated", name, Path(f"generated/{name}.wav"), "", "en", data) for name, data in generated()]
+    return out
+
+
+def effects() -> list[Clip]:
+    """The sound themes' effects (no spoken ones), each file once."""
+    seen: dict[str, Path] = {}
+    for package, folder in EFFECTS.items():
+        listed = Path("/var/lib/dpkg/info") / f"{package}.list"
+        if not listed.exists():
+            raise MissingPackage(f"apt-get install {package}")
+        for line in listed.read_text().splitlines():
+            path = Path(line)
+            spoken = path.name.startswith(SPOKEN_EFFECTS)
+            if path.parent == folder and path.suffix in (".oga", ".ogg", ".wav") and not spoken:
+                seen.setdefault(path.name, path)
+    return [Clip("effects", p.stem, p, "", "en") for _, p in sorted(seen.items())]
+
+
+def generated(rate: int = 16000) -> list[tuple[str, bytes]]:
+    """Synthetic non-speech, seeded: (name, 16-bit WAV bytes)."""
+    rng = np.random.default_rng(29)
+
+    def seconds(s: float) -> np.ndarray:
+        return np.arange(int(s * rate)) / rate
+
+    def white(s: float) -> np.ndarray:
+        return rng.standard_normal(int(s * rate))
+
+    def coloured(s: float, power: float) -> np.ndarray:
+        spectrum = np.fft.rfft(white(s))
+        freqs = np.fft.rfftfreq(int(s * rate), 1 / rate)
+        spectrum[1:] /= freqs[1:] ** (power / 2)
+        spectrum[0] = 0
+        return np.fft.irfft(spectrum, int(s * rate))
+
+    keys = {  # DTMF: (low, high) Hz
+        "1": (697, 1209), "2": (697, 1336), "3": (697, 1477), "4": (770, 1209), "5": (770, 1336),
+        "6": (770, 1477), "7": (852, 1209), "8": (852, 1336), "9": (852, 1477), "*": (941, 1209),
+        "0": (941, 1336), "#": (941, 1477),
+    }  # fmt: skip
+    presses = []
+    for i, key in enumerate("0123456789*#" * 4 + "1234#" * 6):
+        low, high = keys[key]
+        t = seconds(0.08 + 0.12 * (i % 3))  # key presses of 80-320 ms, as people press them
+        gap = np.zeros(int(rate * (0.1 + 0.4 * (i % 4))))
+        presses += [np.sin(2 * np.pi * low * t) + np.sin(2 * np.pi * high * t), gap]
+    t = seconds(60)
+    hum = sum(np.sin(2 * np.pi * 50 * k * t) / k for k in (1, 2, 3, 5))
+    room = coloured(150, 1.0) * 0.002  # long silence: room tone about 54 dB under full scale
+    for at in rng.integers(0, room.size - 200, 12):  # the odd click of a desk or a chair
+        room[at : at + 200] += rng.standard_normal(200) * 0.2 * np.hanning(200)
+    sounds = {
+        "dtmf": np.concatenate(presses),
+        "white-noise": white(30),
+        "pink-noise": coloured(45, 1.0),
+        "brown-noise": coloured(45, 2.0),
+        "mains-hum": hum,
+        "room-tone": room,
+    }
+    out = []
+    for name, samples in sounds.items():
+        peak = 0.5 if name != "room-tone" else 1.0
+        scaled = samples / max(1e-9, np.abs(samples).max()) * peak if name != "room-tone" else samples
+        pcm = (np.clip(scaled, -1, 1) * 32767).astype("<i2")
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(rate)
+            w.writeframes(pcm.tobytes())
+        out.append((name, buffer.getvalue()))
+    return out
+
+
+QUIET_DB = (-20, -30)  # the soft talker's level under the loud one's
+
+
+def quiet_speech(n: int = 12) -> list[Clip]:
+    """Recorded speech where one talker is soft: a clip at full level, a pause, then another
+    clip 20 or 30 dB quieter (a far end of a meeting table, a soft voice on a call), over room
+    tone. The reference is both clips' words: the words a VAD or a no-speech guard loses here
+    are the cost of their thresholds. Clips from asterisk-en and librivox, ``n`` pairs."""
+    from faster_whisper import decode_audio
+
+    speech = sample("asterisk-en", n) + list(clips("librivox"))
+    rng = np.random.default_rng(7)
+    out = []
+    for i in range(n):
+        loud, soft = speech[i], speech[(i + n // 2 + 1) % len(speech)]
+        level = QUIET_DB[i % len(QUIET_DB)]
+        first = decode_audio(str(loud.path)) * 0.8 / max(1e-9, np.abs(decode_audio(str(loud.path))).max())
+        second = decode_audio(str(soft.path))
+        second = second * 0.8 / max(1e-9, np.abs(second).max()) * 10 ** (level / 20)
+        pause = np.zeros(16000)
+        samples = np.concatenate([first, pause, second, pause])
+        samples = samples + rng.standard_normal(samples.size) * 0.002  # room tone, ~54 dB down
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+        name = f"{loud.name.replace('/', '_')}+{soft.name.replace('/', '_')}@{level}dB"
+        out.append(Clip("quiet", name, Path(f"quiet/{name}.wav"), f"{loud.text} {soft.text}", "en", buffer.getvalue()))
+    return out
+
+
+TELEPHONE = {  # name -> (container, codec, bit rate): speech as phone systems record and send it
+    "pcm-8k": ("wav", "pcm_s16le", None),
+    "mulaw": ("wav", "pcm_mulaw", None),  # G.711 u-law: North America, Japan
+    "alaw": ("wav", "pcm_alaw", None),  # G.711 A-law: the rest of the world
+    "mp3-8k": ("mp3", "libmp3lame", 16000),  # narrowband MP3, as voicemail systems mail it
+    "amr": ("amr", "libopencore_amrnb", 12200),  # AMR-NB 12.2 kbit/s: mobile voice, MMS
+}
+
+
+def telephone(clip: Clip, kind: str) -> bytes:
+    """``clip`` at 8 kHz, encoded as ``kind`` (a key of TELEPHONE), with PyAV's FFmpeg."""
+    import av
+    from faster_whisper import decode_audio
+
+    container, codec, bit_rate = TELEPHONE[kind]
+    samples = decode_audio(io.BytesIO(clip.audio()), sampling_rate=8000)
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=8000, layout="mono")
+        if bit_rate:
+            stream.bit_rate = bit_rate
+        frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+        frame.sample_rate = 8000
+        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=8000)
+        for converted in resampler.resample(frame) + resampler.resample(None):
+            for packet in stream.encode(converted):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buffer.getvalue()
