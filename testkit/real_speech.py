@@ -376,3 +376,14 @@ def telephone(clip: Clip, kind: str) -> bytes:
         for packet in stream.encode(None):
             out.mux(packet)
     return buffer.getvalue()
+
+
+def pyannote_turns() -> list[tuple[float, float, str]]:
+    """Who spoke when in pyannote's sample conversation: (start, end, speaker) from its RTTM."""
+    turns = []
+    for line in (pyannote_sample() / "sample.rttm").read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == "SPEAKER":
+            start, duration = float(fields[3]), float(fields[4])
+            turns.append((start, start + duration, fields[7]))
+    return turns
