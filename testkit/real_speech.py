@@ -51,6 +51,7 @@ from testkit.speech import normalize as normalize_english
 
 ASTERISK_LANGUAGES = ("en", "es", "fr", "it", "ru")
 PACKAGES = [f"asterisk-core-sounds-{lang}-wav" for lang in ASTERISK_LANGUAGES] + [
+    "asterisk-core-sounds-en-g722",  # the English prompts at 16 kHz (wideband())
     "pocketsphinx-testdata",
     "asterisk-moh-opsound-wav",
     "sound-theme-freedesktop",
@@ -352,6 +353,32 @@ TELEPHONE = {  # name -> (container, codec, bit rate): speech as phone systems r
     "mp3-8k": ("mp3", "libmp3lame", 16000),  # narrowband MP3, as voicemail systems mail it
     "amr": ("amr", "libopencore_amrnb", 12200),  # AMR-NB 12.2 kbit/s: mobile voice, MMS
 }
+
+
+def wideband(clip: Clip) -> Clip:
+    """An Asterisk prompt as its package records it at 16 kHz (G.722, ``asterisk-core-sounds-
+    <lang>-g722``; the WAV prompts are 8 kHz), as a 16-bit WAV: the same speech as ``clip``
+    before the telephone band. Other clips (16 kHz already) come back as they are."""
+    if not clip.set.startswith("asterisk-"):
+        return clip
+    source = clip.path.with_suffix(".g722")
+    if not source.exists():
+        raise MissingPackage(f"apt-get install asterisk-core-sounds-{clip.language}-g722 (for {source})")
+    import av
+
+    with av.open(str(source), format="g722") as container:
+        pcm = np.concatenate([frame.to_ndarray().ravel() for frame in container.decode(audio=0)])
+    return Clip(clip.set, clip.name, source, clip.text, clip.language, _wav(pcm.astype("<i2"), 16000))
+
+
+def _wav(pcm: np.ndarray, rate: int) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return buffer.getvalue()
 
 
 def telephone(clip: Clip, kind: str) -> bytes:

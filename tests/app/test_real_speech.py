@@ -18,6 +18,7 @@ gets "Mhm.", "Ooh", "Thank you.", "Okay." back; see the #29 note.)
 from __future__ import annotations
 
 import asyncio
+import io
 
 import numpy as np
 import pytest
@@ -178,3 +179,23 @@ def test_one_real_voice_stays_one_speaker():
         pause = np.zeros(8000, np.float32)
         samples = np.concatenate([part for c in clips for part in (decode(c.audio()), pause)])
         assert len(diarize(encoder.embed(samples)).speakers) == 1, clips[0].set
+
+
+async def test_telephone_audio_is_heard_as_well_as_the_same_speech_at_16_khz(backend_for):
+    """Asterisk's English prompts as its G.722 package records them (16 kHz) against their 8 kHz
+    copies as phone systems store and send them: G.711 u-law and A-law WAV, AMR-NB, narrowband
+    MP3. Each decoded (the duration right) and its words within 3 WER points on this slice of
+    ~100 words (two words); loadtests/telephone.py measures 1 point on 66 clips."""
+    import av
+
+    clips = [real_speech.wideband(c) for c in real_speech.sample("asterisk-en", 10)]
+    original = real_speech.corpus_wer(list(zip([c.text for c in clips], await served(backend_for, clips))), "en")
+    for kind in ("mulaw", "alaw", "amr", "mp3-8k"):
+        copies = [
+            real_speech.Clip(c.set, c.name, c.path, c.text, c.language, real_speech.telephone(c, kind)) for c in clips
+        ]
+        with av.open(io.BytesIO(copies[0].data)) as container:
+            assert container.streams.audio[0].rate == 8000
+        heard = await served(backend_for, copies)
+        wer = real_speech.corpus_wer([(c.text, t) for c, t in zip(clips, heard)], "en")
+        assert wer <= original + 3, (kind, wer, original)
