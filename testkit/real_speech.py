@@ -302,14 +302,7 @@ def generated(rate: int = 16000) -> list[tuple[str, bytes]]:
     for name, samples in sounds.items():
         peak = 0.5 if name != "room-tone" else 1.0
         scaled = samples / max(1e-9, np.abs(samples).max()) * peak if name != "room-tone" else samples
-        pcm = (np.clip(scaled, -1, 1) * 32767).astype("<i2")
-        buffer = io.BytesIO()
-        with wave.open(buffer, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(rate)
-            w.writeframes(pcm.tobytes())
-        out.append((name, buffer.getvalue()))
+        out.append((name, _wav((np.clip(scaled, -1, 1) * 32767).astype("<i2"), rate)))
     return out
 
 
@@ -335,14 +328,9 @@ def quiet_speech(n: int = 12) -> list[Clip]:
         pause = np.zeros(16000)
         samples = np.concatenate([first, pause, second, pause])
         samples = samples + rng.standard_normal(samples.size) * 0.002  # room tone, ~54 dB down
-        buffer = io.BytesIO()
-        with wave.open(buffer, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(16000)
-            w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+        data = _wav((np.clip(samples, -1, 1) * 32767).astype("<i2"), 16000)
         name = f"{loud.name.replace('/', '_')}+{soft.name.replace('/', '_')}@{level}dB"
-        out.append(Clip("quiet", name, Path(f"quiet/{name}.wav"), f"{loud.text} {soft.text}", "en", buffer.getvalue()))
+        out.append(Clip("quiet", name, Path(f"quiet/{name}.wav"), f"{loud.text} {soft.text}", "en", data))
     return out
 
 
