@@ -17,7 +17,6 @@ from serve_app.audio.levels import level_regions, normalize
 from serve_app.audio.pieces import MAX_CHUNK_SECONDS, SAMPLE_RATE, Chunk, PreparedAudio
 from serve_app.audio.vad import VoiceActivityDetector
 
-LEVEL_REGIONS = True  # each speech region of a piece brought to full level on its own
 STEP_SECONDS = 30.0  # new audio between two VAD passes
 SETTLE_SECONDS = 2.0  # speech this close to the end of what is decoded may still grow
 CONTEXT_SECONDS = 0.5  # audio before the undecided part the detector hears again
@@ -153,7 +152,7 @@ class SpeechChunker:
         b = max(a, int(chunk.end * SAMPLE_RATE) - self._base)
         piece = samples[a:b].copy()
         if self.normalize:
-            piece = level_regions(piece, regions) if LEVEL_REGIONS else normalize(piece)
+            piece = level_regions(piece, regions)  # a soft talker's regions raised on their own
         duration = round(piece.size / SAMPLE_RATE, 3)
         return PreparedAudio(samples=piece, duration=duration, chunks=[Chunk(0.0, duration)], offset=chunk.start)
 
